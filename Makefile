@@ -1,0 +1,55 @@
+# iris-scorer — the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit bench bench-full train lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]' || exit 2
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/iris-scorer demo
+
+train: install
+	$(BIN)/iris-scorer train
+
+lint: install
+	$(BIN)/ruff check app ml consumers tests bench
+	$(BIN)/ruff format --check app ml consumers tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench --quick
+
+bench-full: install
+	$(BIN)/python -m bench --full
+
+# Re-resolve requirements.in into the pinned requirements.lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -r requirements.in
+	{ echo '# Pinned, fully resolved dependency set (runtime + dev). Regenerate with `make lock`.'; \
+	  .lock-venv/bin/python -m pip freeze | grep -v "^-e"; .lock-venv/bin/python -m pip freeze --all | grep -E "^(setuptools|wheel)=="; } > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) data reports mlartifacts mlflow.db .dvc/cache .dvc/tmp

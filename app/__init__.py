@@ -1,0 +1,1 @@
+"""Starlette REST adapter over :mod:`ml`."""

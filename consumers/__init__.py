@@ -1,0 +1,1 @@
+"""FastStream stream-worker adapter over :mod:`ml`, and the embedded Kafka-protocol broker."""

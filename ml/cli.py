@@ -1,0 +1,186 @@
+"""``iris-scorer``: one command line for training, serving, streaming, backfill and the demo.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or bad input. Errors are one sentence on stderr.
+Heavy imports happen inside each command, so ``iris-scorer --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ml.errors import IrisError
+from ml.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="iris-scorer",
+    help="Event-driven batch-and-stream scorer for the Iris classifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Our errors become one sentence on stderr and their exit code; Ctrl-C exits 130."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except IrisError as exc:
+            raise fail(exc.message, exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from_env() -> Settings:
+    settings = load_settings()
+    from ml.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    return settings
+
+
+# ---------------------------------------------------------------- training and the registry
+
+
+def _has_alias(settings: Settings) -> bool:
+    from ml import tracking
+    from ml.model import resolve
+
+    client = tracking.configure(settings.mlflow_tracking_uri)
+    try:
+        resolve(client, settings.model_uri)
+    except IrisError:
+        return False
+    return True
+
+
+def run_pipeline(settings: Settings, *, force: bool = False) -> int:
+    """``dvc repro`` with this interpreter's ``python`` first on PATH (the stages run ``python -m``)."""
+    if not Path("dvc.yaml").exists():
+        raise fail("dvc.yaml not found in the current folder: run from the repository root.")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    dvc = Path(sys.executable).parent / "dvc"
+    cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *(["--force"] if force else [])]
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+@app.command()
+@handles_errors
+def train(
+    force: Annotated[bool, typer.Option(help="Re-run every stage even if DVC finds nothing changed.")] = False,
+) -> None:
+    """Run the DVC training pipeline (prepare → train → evaluate → register)."""
+    settings = settings_from_env()
+    code = run_pipeline(settings, force=force)
+    if code != 0:
+        raise fail("the training pipeline failed (see the stage output above).", 1)
+    if not force and not _has_alias(settings):
+        # The pipeline's outputs are up to date but the registry has no champion (e.g. a fresh
+        # MLflow store): re-run so the model is logged and registered again.
+        typer.echo("pipeline up to date but the registry has no champion: re-running all stages", err=True)
+        if run_pipeline(settings, force=True) != 0:
+            raise fail("the training pipeline failed (see the stage output above).", 1)
+
+
+@app.command()
+@handles_errors
+def promote(
+    version: Annotated[int, typer.Option("--version", min=1, help="Model version to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+) -> None:
+    """Point an alias (default: champion) at a model version."""
+    from ml import tracking
+    from ml.model import parse_model_uri
+    from ml.register import promote as promote_version
+
+    settings = settings_from_env()
+    name, _, _ = parse_model_uri(settings.model_uri)
+    client = tracking.configure(settings.mlflow_tracking_uri)
+    previous = promote_version(client, name, str(version), alias)
+    typer.echo(f"{name}@{alias}: v{previous or '-'} → v{version}")
+
+
+@app.command()
+@handles_errors
+def rollback(alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion") -> None:
+    """Move an alias back to the version it pointed at before its last move."""
+    from ml import tracking
+    from ml.model import parse_model_uri
+    from ml.register import rollback as rollback_alias
+
+    settings = settings_from_env()
+    name, _, _ = parse_model_uri(settings.model_uri)
+    client = tracking.configure(settings.mlflow_tracking_uri)
+    current, target = rollback_alias(client, name, alias)
+    typer.echo(f"{name}@{alias}: v{current or '-'} → v{target}")
+
+
+# ---------------------------------------------------------------- serving
+
+
+@app.command()
+@handles_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+) -> None:
+    """REST service: POST /predict, /invocations, /health, /ready, /model, /metrics."""
+    from app.server import serve as serve_app
+
+    serve_app(settings_from_env(), host=host, port=port)
+
+
+@app.command()
+@handles_errors
+def worker(
+    http_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of /health, /ready, /metrics.")] = 8001,
+    http_host: Annotated[str, typer.Option(help="Interface of the worker's HTTP endpoints.")] = "127.0.0.1",
+) -> None:
+    """Stream worker: iris.requests → score → iris.predictions, bad messages → DLQ, drift windows."""
+    from consumers.worker import run_worker
+
+    raise typer.Exit(run_worker(settings_from_env(), http_host=http_host, http_port=http_port))
+
+
+@app.command()
+@handles_errors
+def broker(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 9092,
+    partitions: Annotated[int, typer.Option(min=1, max=64, help="Partitions per topic.")] = 4,
+) -> None:
+    """Embedded Kafka-protocol broker for dev and tests (librdkafka mock cluster, in memory)."""
+    from consumers.broker import run_broker
+
+    settings = load_settings()
+    topics = (settings.requests_topic, settings.predictions_topic, settings.dlq_topic, settings.drift_topic)
+    raise typer.Exit(run_broker(port=port, partitions=partitions, topics=topics))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

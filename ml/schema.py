@@ -1,0 +1,204 @@
+"""The request schema, defined once and reused by REST, stream and backfill.
+
+A request record is a JSON object::
+
+    {"id": "r-42", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
+     "petal_width": 0.2, "sent_at": "2026-11-26T10:00:00Z"}
+
+- ``id``: a string of 1-128 characters (required on the stream, optional over REST);
+- the four features: required, finite JSON numbers (not booleans, not strings),
+  ``FEATURE_MIN <= value <= FEATURE_MAX`` centimetres;
+- ``sent_at``: optional string; unknown fields are ignored.
+
+:func:`check_record` is the hand-written fast path (a few microseconds a record, used on every
+hot path); :class:`RecordModel` describes the same rules for OpenAPI and is kept equal to it by
+property tests. :func:`check_columns` applies the same rules to whole columns at once (backfill).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from ml.errors import ValidationFailed
+
+FEATURES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+FEATURE_MIN = 0.0
+#: Upper bound on every feature, in centimetres. Real Iris flowers stay under 8 cm; the bound
+#: only rejects values that are certainly wrong (unit mistakes, sentinels like 9999).
+FEATURE_MAX = 100.0
+ID_MAX_CHARS = 128
+SENT_AT_MAX_CHARS = 64
+LABELS: tuple[str, ...] = ("setosa", "versicolor", "virginica")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason a record is invalid; ``loc`` names the field (and, in a batch, the index)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg}
+
+    def describe(self) -> str:
+        return f"{'.'.join(str(p) for p in self.loc)}: {self.msg}"
+
+
+class RecordInvalid(ValueError):
+    """Raised by :func:`check_record`; carries every :class:`FieldError` of the record."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__("; ".join(e.describe() for e in errors))
+        self.errors = tuple(errors)
+
+
+class Record(NamedTuple):
+    """A validated request record."""
+
+    id: str | None
+    features: tuple[float, float, float, float]
+    sent_at: str | None
+
+
+def _check_feature(name: str, value: object, errors: list[FieldError]) -> float:
+    # bool is an int subclass: refuse it explicitly.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.append(FieldError((name,), f"must be a number, got {_json_type(value)}"))
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number):
+        errors.append(FieldError((name,), "must be a finite number"))
+    elif number < FEATURE_MIN:
+        errors.append(FieldError((name,), f"must be >= {FEATURE_MIN:g}, got {number:g}"))
+    elif number > FEATURE_MAX:
+        errors.append(FieldError((name,), f"must be <= {FEATURE_MAX:g}, got {number:g}"))
+    return number
+
+
+def check_record(obj: object, *, require_id: bool = True) -> Record:
+    """Validate one decoded JSON value against the request schema, or raise :class:`RecordInvalid`."""
+    if not isinstance(obj, Mapping):
+        raise RecordInvalid([FieldError((), f"must be a JSON object, got {_json_type(obj)}")])
+    errors: list[FieldError] = []
+    record_id = obj.get("id")
+    if record_id is None:
+        if require_id:
+            errors.append(FieldError(("id",), "field required"))
+    elif not isinstance(record_id, str):
+        errors.append(FieldError(("id",), f"must be a string, got {_json_type(record_id)}"))
+        record_id = None
+    elif not 1 <= len(record_id) <= ID_MAX_CHARS:
+        errors.append(FieldError(("id",), f"must be 1-{ID_MAX_CHARS} characters, got {len(record_id)}"))
+        record_id = None
+    values = []
+    for name in FEATURES:
+        if name not in obj:
+            errors.append(FieldError((name,), "field required"))
+            values.append(0.0)
+        else:
+            values.append(_check_feature(name, obj[name], errors))
+    sent_at = obj.get("sent_at")
+    if sent_at is not None and (not isinstance(sent_at, str) or len(sent_at) > SENT_AT_MAX_CHARS):
+        errors.append(FieldError(("sent_at",), f"must be a string of at most {SENT_AT_MAX_CHARS} characters"))
+        sent_at = None
+    if errors:
+        raise RecordInvalid(errors)
+    return Record(record_id, (values[0], values[1], values[2], values[3]), sent_at)
+
+
+def check_records(objs: Sequence[object], *, require_id: bool = True) -> list[Record]:
+    """Validate a batch; on failure raise :class:`ValidationFailed` listing every error with its index."""
+    records: list[Record] = []
+    errors: list[dict[str, Any]] = []
+    for index, obj in enumerate(objs):
+        try:
+            records.append(check_record(obj, require_id=require_id))
+        except RecordInvalid as exc:
+            errors.extend({"loc": [index, *e.loc], "msg": e.msg} for e in exc.errors)
+    if errors:
+        raise ValidationFailed(f"{len(errors)} invalid field(s) in the batch", detail=errors)
+    return records
+
+
+def to_matrix(records: Sequence[Record]) -> npt.NDArray[np.float64]:
+    """The (n, 4) feature matrix of validated records, in :data:`FEATURES` order."""
+    if not records:
+        return np.empty((0, len(FEATURES)), dtype=np.float64)
+    return np.array([r.features for r in records], dtype=np.float64)
+
+
+def check_columns(columns: Mapping[str, Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Vectorised rules for a table: the (n, 4) matrix and a per-row validity mask.
+
+    Columns must exist (``ValidationFailed`` naming the missing one otherwise); rows with a
+    non-finite, negative or too-large value are marked invalid.
+    """
+    missing = [name for name in FEATURES if name not in columns]
+    if missing:
+        raise ValidationFailed(f"missing column(s): {', '.join(missing)}")
+    matrix = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in FEATURES])
+    valid = np.isfinite(matrix).all(axis=1) & (matrix >= FEATURE_MIN).all(axis=1)
+    valid &= (matrix <= FEATURE_MAX).all(axis=1)
+    return matrix, valid
+
+
+def row_errors(row: Sequence[float]) -> list[FieldError]:
+    """Why one row of :func:`check_columns` was invalid (for rejects files)."""
+    errors: list[FieldError] = []
+    for name, value in zip(FEATURES, row, strict=True):
+        _check_feature(name, float(value), errors)
+    return errors
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+_FEATURE = {"ge": FEATURE_MIN, "le": FEATURE_MAX, "allow_inf_nan": False}
+
+
+class RecordModel(BaseModel):
+    """OpenAPI description of a request record (the same rules as :func:`check_record`)."""
+
+    model_config = ConfigDict(extra="ignore", title="IrisRecord", strict=True)
+
+    id: str | None = Field(default=None, min_length=1, max_length=ID_MAX_CHARS, examples=["r-42"])
+    sepal_length: float = Field(description="centimetres", examples=[5.1], **_FEATURE)  # type: ignore[arg-type]
+    sepal_width: float = Field(description="centimetres", examples=[3.5], **_FEATURE)  # type: ignore[arg-type]
+    petal_length: float = Field(description="centimetres", examples=[1.4], **_FEATURE)  # type: ignore[arg-type]
+    petal_width: float = Field(description="centimetres", examples=[0.2], **_FEATURE)  # type: ignore[arg-type]
+    sent_at: str | None = Field(default=None, max_length=SENT_AT_MAX_CHARS, examples=["2026-11-26T10:00:00Z"])
+
+
+class PredictionModel(BaseModel):
+    """OpenAPI description of a prediction (the ``iris.predictions`` message)."""
+
+    model_config = ConfigDict(title="IrisPrediction")
+
+    id: str | None = None
+    label: str
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str
+    source: str
+    scored_at: str

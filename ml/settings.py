@@ -1,0 +1,120 @@
+"""The one typed settings object, read from ``IRIS_*`` variables and ``MLFLOW_TRACKING_URI``.
+
+Build it once per process with :func:`load_settings` and pass it down; tests construct
+``Settings(...)`` directly instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ml.errors import SettingsError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class Settings(BaseSettings):
+    """Process configuration. Every field maps to one environment variable (``IRIS_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IRIS_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
+
+    # Kafka / Event Hubs
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    # Topics and group
+    requests_topic: str = "iris.requests"
+    predictions_topic: str = "iris.predictions"
+    dlq_topic: str = "iris.requests.dlq"
+    drift_topic: str = "iris.drift"
+    consumer_group: str = "iris-scorer"
+
+    # Model
+    model_uri: str = "models:/iris-classifier@champion"
+    mlflow_tracking_uri: str = Field(
+        default=DEFAULT_TRACKING_URI,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+    )
+    model_poll_seconds: float = Field(default=30.0, gt=0)
+
+    # Stream batching
+    batch_max_records: int = Field(default=500, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(default=200, ge=0, le=60_000)
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+
+    # Drift
+    drift_window_size: int = Field(default=500, ge=1)
+    drift_window_seconds: float = Field(default=60.0, gt=0)
+    drift_min_rows: int = Field(default=50, ge=1)
+    drift_queue_size: int = Field(default=4, ge=1)
+    reports_dir: Path = Path("reports")
+    reports_keep: int = Field(default=200, ge=1)
+
+    # REST
+    api_key: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_instances: int = Field(default=1000, ge=1)
+    microbatch_max_size: int = Field(default=64, ge=1)
+    microbatch_max_wait_ms: float = Field(default=2.0, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
+        return value
+
+    @field_validator("api_key", "kafka_sasl_password", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def is_event_hubs(self) -> bool:
+        """True when the bootstrap address is an Azure Event Hubs namespace."""
+        return ".servicebus." in self.kafka_bootstrap_servers
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    if field == "mlflow_tracking_uri":
+        return "MLFLOW_TRACKING_URI"
+    return f"IRIS_{field.upper()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment (or ``environ``), failing with a sentence naming the variable."""
+    source = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in Settings.model_fields:
+        var = env_name(name)
+        if var in source:
+            values[name] = source[var]
+    values.update(overrides)
+    try:
+        # model_validate skips BaseSettings' own env reading: we validate exactly what we read.
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise SettingsError(f"{env_name(field)} is invalid: {first['msg']}.") from None
+
