@@ -89,7 +89,9 @@ def run_pipeline(settings: Settings, *, force: bool = False) -> int:
 @app.command()
 @handles_errors
 def train(
-    force: Annotated[bool, typer.Option(help="Re-run every stage even if DVC finds nothing changed.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Re-run every stage even if DVC finds nothing changed.")
+    ] = False,
 ) -> None:
     """Run the DVC training pipeline (prepare → train → evaluate → register)."""
     settings = settings_from_env()
@@ -155,7 +157,9 @@ def serve(
 @app.command()
 @handles_errors
 def worker(
-    http_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of /health, /ready, /metrics.")] = 8001,
+    http_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of /health, /ready, /metrics.")
+    ] = 8001,
     http_host: Annotated[str, typer.Option(help="Interface of the worker's HTTP endpoints.")] = "127.0.0.1",
 ) -> None:
     """Stream worker: iris.requests → score → iris.predictions, bad messages → DLQ, drift windows."""
@@ -176,6 +180,61 @@ def broker(
     settings = load_settings()
     topics = (settings.requests_topic, settings.predictions_topic, settings.dlq_topic, settings.drift_topic)
     raise typer.Exit(run_broker(port=port, partitions=partitions, topics=topics))
+
+
+# ---------------------------------------------------------------- traffic, backfill, drift, demo
+# Each command body below is owned by its module's author; keep edits inside the function.
+
+
+@app.command()
+@handles_errors
+def publish(
+    count: Annotated[int, typer.Option(min=0, help="Valid messages to send.")] = 1000,
+    rate: Annotated[float, typer.Option(min=0, help="Messages per second (0 = as fast as possible).")] = 0.0,
+    shift: Annotated[
+        float, typer.Option(help="Shift petal features by this many standard deviations.")
+    ] = 0.0,
+    bad: Annotated[int, typer.Option(min=0, help="Malformed messages to interleave.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Sample traffic to iris.requests (Iris class distributions with noise)."""
+    from consumers.publish import run_publish
+
+    raise typer.Exit(
+        run_publish(settings_from_env(), count=count, rate=rate, shift=shift, bad=bad, seed=seed)
+    )
+
+
+@app.command()
+@handles_errors
+def backfill(
+    input: Annotated[
+        str | None, typer.Option("--input", help="File, glob or folder of CSV/Parquet/JSONL.")
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", help="Output .parquet, .csv or .jsonl.")] = None,
+) -> None:
+    """Rescore historical files or a topic range."""
+    raise fail("backfill is not implemented yet.", 1)
+
+
+@app.command("drift-report")
+@handles_errors
+def drift_report(
+    current: Annotated[Path, typer.Option("--current", help="CSV or Parquet of current features.")],
+    output: Annotated[Path, typer.Option("--output", help="Report path: .html or .json.")],
+    reference: Annotated[Path | None, typer.Option("--reference", help="Defaults to the champion's.")] = None,
+) -> None:
+    """One drift report of current data against a reference."""
+    raise fail("drift-report is not implemented yet.", 1)
+
+
+@app.command()
+@handles_errors
+def demo() -> None:
+    """The whole event flow on embedded defaults (what `make demo` runs)."""
+    from ml.demo import run_demo
+
+    raise typer.Exit(run_demo(settings_from_env()))
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ def load_raw() -> pd.DataFrame:
     bunch = load_iris(as_frame=True)
     frame = bunch.frame.rename(columns=dict(zip(bunch.feature_names, FEATURES, strict=True)))
     frame[paths.LABEL_COLUMN] = [LABELS[int(i)] for i in frame.pop("target")]
-    return frame[[*FEATURES, paths.LABEL_COLUMN]]
+    result: pd.DataFrame = frame[[*FEATURES, paths.LABEL_COLUMN]]
+    return result
 
 
 def split(frame: pd.DataFrame, params: PrepareParams) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -10,11 +10,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
     f1_score,
@@ -22,9 +22,9 @@ from sklearn.metrics import (  # noqa: E402
     recall_score,
 )
 
-from ml import paths, tracking  # noqa: E402
-from ml.schema import FEATURES, LABELS  # noqa: E402
-from ml.settings import load_settings  # noqa: E402
+from ml import paths, tracking
+from ml.schema import FEATURES, LABELS
+from ml.settings import load_settings
 
 
 def compute_metrics(actual: pd.Series, predicted: np.ndarray) -> dict[str, float]:

@@ -34,7 +34,9 @@ class Metrics:
             "iris_batch_size", "Rows per scoring call.", ["source"], buckets=BATCH_BUCKETS, registry=r
         )
         self.dlq_messages = Counter("iris_dlq_messages", "Messages sent to the DLQ.", ["reason"], registry=r)
-        self.model_info = Gauge("iris_model_info", "Loaded model (=1).", ["name", "version", "alias"], registry=r)
+        self.model_info = Gauge(
+            "iris_model_info", "Loaded model (=1).", ["name", "version", "alias"], registry=r
+        )
         self.model_reloads = Counter("iris_model_reloads", "Successful model (re)loads.", registry=r)
         self.model_reload_errors = Counter(
             "iris_model_reload_errors", "Failed model loads or alias checks.", registry=r

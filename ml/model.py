@@ -126,7 +126,9 @@ def load_model(client: MlflowClient, uri: str, *, with_reference: bool = True) -
     except OSError as exc:
         raise RegistryUnavailable(f"could not load {version_uri}: {exc}") from None
     classes = np.asarray([str(c) for c in estimator.classes_])
-    return LoadedModel(ref=ref, uri=uri, estimator=estimator, classes=classes, data_hash=data_hash, reference=reference)
+    return LoadedModel(
+        ref=ref, uri=uri, estimator=estimator, classes=classes, data_hash=data_hash, reference=reference
+    )
 
 
 def load_reference(client: MlflowClient, run_id: str) -> pd.DataFrame:

@@ -99,7 +99,9 @@ class Scorer:
             version = scores.model.version
             for label, count in zip(classes.tolist(), counts.tolist(), strict=True):
                 if count:
-                    self.metrics.predictions.labels(source=source, model_version=version, label=label).inc(count)
+                    self.metrics.predictions.labels(source=source, model_version=version, label=label).inc(
+                        count
+                    )
 
     def record_errors(self, source: str, reason: str, count: int = 1) -> None:
         self.metrics.prediction_errors.labels(source=source, reason=reason).inc(count)

@@ -131,7 +131,9 @@ def main() -> None:
     decision = register_run(client, params, run, f1)
     paths.REGISTER_DECISION.write_text(json.dumps(asdict(decision), indent=2) + "\n")
     if decision.promoted:
-        print(f"register: {decision.model_name} v{decision.version} is now @{decision.alias} ({decision.reason})")
+        print(
+            f"register: {decision.model_name} v{decision.version} is now @{decision.alias} ({decision.reason})"
+        )
     else:
         print(
             f"register: {decision.model_name} v{decision.version} registered; "

@@ -174,19 +174,24 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-_FEATURE = {"ge": FEATURE_MIN, "le": FEATURE_MAX, "allow_inf_nan": False}
-
-
 class RecordModel(BaseModel):
     """OpenAPI description of a request record (the same rules as :func:`check_record`)."""
 
     model_config = ConfigDict(extra="ignore", title="IrisRecord", strict=True)
 
     id: str | None = Field(default=None, min_length=1, max_length=ID_MAX_CHARS, examples=["r-42"])
-    sepal_length: float = Field(description="centimetres", examples=[5.1], **_FEATURE)  # type: ignore[arg-type]
-    sepal_width: float = Field(description="centimetres", examples=[3.5], **_FEATURE)  # type: ignore[arg-type]
-    petal_length: float = Field(description="centimetres", examples=[1.4], **_FEATURE)  # type: ignore[arg-type]
-    petal_width: float = Field(description="centimetres", examples=[0.2], **_FEATURE)  # type: ignore[arg-type]
+    sepal_length: float = Field(
+        ge=FEATURE_MIN, le=FEATURE_MAX, allow_inf_nan=False, description="centimetres", examples=[5.1]
+    )
+    sepal_width: float = Field(
+        ge=FEATURE_MIN, le=FEATURE_MAX, allow_inf_nan=False, description="centimetres", examples=[3.5]
+    )
+    petal_length: float = Field(
+        ge=FEATURE_MIN, le=FEATURE_MAX, allow_inf_nan=False, description="centimetres", examples=[1.4]
+    )
+    petal_width: float = Field(
+        ge=FEATURE_MIN, le=FEATURE_MAX, allow_inf_nan=False, description="centimetres", examples=[0.2]
+    )
     sent_at: str | None = Field(default=None, max_length=SENT_AT_MAX_CHARS, examples=["2026-11-26T10:00:00Z"])
 
 

@@ -117,4 +117,3 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         raise SettingsError(f"{env_name(field)} is invalid: {first['msg']}.") from None
-

@@ -45,7 +45,7 @@ def build_pipeline(params: TrainParams) -> Pipeline:
         raise ParamsError(f"params.yaml: {key}.{unknown[0]} is not a parameter of {cls.__name__}.")
     classifier = cls(**hyper, random_state=params.seed)
     try:
-        classifier._validate_params()  # type: ignore[attr-defined]
+        classifier._validate_params()
     except InvalidParameterError as exc:
         raise ParamsError(f"params.yaml: {key} is invalid: {exc}") from None
     return Pipeline([("scale", StandardScaler()), ("classifier", classifier)])
@@ -61,7 +61,9 @@ def fit(params: TrainParams, train: pd.DataFrame) -> Pipeline:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -75,10 +77,14 @@ def log_training_run(
     experiment_id = tracking.ensure_experiment(client, tracking_uri)
     features = train[list(FEATURES)]
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params({"classifier": params.classifier, "seed": params.seed, **params.classifier_params()})
+        mlflow.log_params(
+            {"classifier": params.classifier, "seed": params.seed, **params.classifier_params()}
+        )
         mlflow.set_tags({"git_commit": git_commit(), "dvc_data_md5": data_md5, "stage": "train"})
         matrix = features.to_numpy()
-        mlflow.log_metric("train_accuracy", float(pipeline.score(matrix, train[paths.LABEL_COLUMN].to_numpy())))
+        mlflow.log_metric(
+            "train_accuracy", float(pipeline.score(matrix, train[paths.LABEL_COLUMN].to_numpy()))
+        )
         signature = infer_signature(features, pipeline.predict(matrix))
         info = mlflow.sklearn.log_model(
             pipeline,
@@ -102,7 +108,9 @@ def main() -> None:
     settings = load_settings()
     train = pd.read_csv(paths.TRAIN_DATA)
     pipeline = fit(params, train)
-    result = log_training_run(pipeline, params, train, settings.mlflow_tracking_uri, file_md5(paths.TRAIN_DATA))
+    result = log_training_run(
+        pipeline, params, train, settings.mlflow_tracking_uri, file_md5(paths.TRAIN_DATA)
+    )
     paths.TRAIN_RUN.parent.mkdir(parents=True, exist_ok=True)
     paths.TRAIN_RUN.write_text(json.dumps(result, indent=2) + "\n")
     print(f"train: classifier={params.classifier} run_id={result['run_id']}")

@@ -1,0 +1,85 @@
+"""Shared fixtures: a real MLflow registry (SQLite in a temp folder) with a trained champion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ml import tracking
+from ml.data import load_raw, split
+from ml.params import PrepareParams, RegisterParams, TrainParams
+from ml.settings import Settings
+
+pytest_plugins = ["kafka_fixtures"]
+
+
+@dataclass
+class Registry:
+    """A real MLflow tracking store + registry with ``iris-classifier@champion`` set."""
+
+    tracking_uri: str
+    root: Path
+    client: MlflowClient
+    champion_version: str
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "mlflow_tracking_uri": self.tracking_uri,
+            "reports_dir": self.root / "reports",
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+
+    def train_version(
+        self, classifier: str = "random_forest", *, promote: bool = False, seed: int = 7
+    ) -> str:
+        """Train, log and register one more version; move the alias only when ``promote``."""
+        return train_and_register(self.tracking_uri, classifier=classifier, promote=promote, seed=seed)
+
+
+def train_and_register(tracking_uri: str, *, classifier: str, promote: bool, seed: int = 42) -> str:
+    from ml.evaluate import compute_metrics
+    from ml.register import promote as promote_version
+    from ml.register import register_run
+    from ml.train import fit, log_training_run
+
+    frame = load_raw()
+    train, test = split(frame, PrepareParams(test_size=0.2, seed=42))
+    params = TrainParams(classifier=classifier, seed=seed)  # type: ignore[arg-type]
+    pipeline = fit(params, train)
+    run = log_training_run(pipeline, params, train, tracking_uri, data_md5="test")
+    predicted = pipeline.predict(
+        test[["sepal_length", "sepal_width", "petal_length", "petal_width"]].to_numpy()
+    )
+    metrics = compute_metrics(test["species"], predicted)
+    client = tracking.configure(tracking_uri)
+    import mlflow
+
+    with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.log_metrics(metrics)
+    # A gate of 0 and no comparison: registration only; the alias moves only when asked.
+    gate = RegisterParams(model_name="iris-classifier", alias="champion", min_f1_macro=0.0)
+    decision = register_run(client, gate.model_copy(update={"alias": "_candidate"}), run, metrics["f1_macro"])
+    if promote:
+        promote_version(client, "iris-classifier", decision.version, "champion")
+    return decision.version
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    version = train_and_register(uri, classifier="logistic_regression", promote=True)
+    yield Registry(uri, root, tracking.configure(uri), version)
+
+
+@pytest.fixture
+def fresh_registry(tmp_path: Path) -> Registry:
+    """A registry of its own, for tests that move aliases."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    version = train_and_register(uri, classifier="logistic_regression", promote=True)
+    return Registry(uri, tmp_path, tracking.configure(uri), version)
