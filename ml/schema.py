@@ -145,8 +145,8 @@ def check_columns(columns: Mapping[str, Any]) -> tuple[npt.NDArray[np.float64], 
     if missing:
         raise ValidationFailed(f"missing column(s): {', '.join(missing)}")
     matrix = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in FEATURES])
-    valid: npt.NDArray[np.bool_] = np.isfinite(matrix).all(axis=1) & (matrix >= FEATURE_MIN).all(axis=1)
-    valid &= (matrix <= FEATURE_MAX).all(axis=1)
+    in_range = np.isfinite(matrix) & (matrix >= FEATURE_MIN) & (matrix <= FEATURE_MAX)
+    valid: npt.NDArray[np.bool_] = np.asarray(in_range.all(axis=1), dtype=np.bool_)
     return matrix, valid
 
 
