@@ -161,9 +161,9 @@ def ensure_champion(settings: Settings) -> None:
         print("demo: champion model found in the registry")
         return
     print("demo: no champion model yet: training (dvc repro)")
-    if run_pipeline(settings) != 0 or not _has_alias(settings):
-        if run_pipeline(settings, force=True) != 0:
-            raise IrisError("training failed: see the output above.")
+    trained = run_pipeline(settings) == 0 and _has_alias(settings)
+    if not trained and run_pipeline(settings, force=True) != 0:
+        raise IrisError("training failed: see the output above.")
 
 
 @contextlib.contextmanager
