@@ -225,7 +225,14 @@ def drift_report(
     reference: Annotated[Path | None, typer.Option("--reference", help="Defaults to the champion's.")] = None,
 ) -> None:
     """One drift report of current data against a reference."""
-    raise fail("drift-report is not implemented yet.", 1)
+    from ml.drift import write_drift_report
+
+    result = write_drift_report(current, reference, output, settings_from_env())
+    drifted = ", ".join(result.drifted_features) or "none"
+    typer.echo(
+        f"dataset_drift={'yes' if result.dataset_drift else 'no'} drifted_share={result.drifted_share:.2f} "
+        f"drifted=[{drifted}] rows={result.rows} reference_rows={result.reference_rows} report={output}"
+    )
 
 
 @app.command()

@@ -46,4 +46,6 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    logger.log(level, event, extra=fields)
+    # LogRecord refuses extras that shadow its own attributes (name, msg, …): suffix those.
+    safe = {(f"{k}_" if k in _RESERVED or k in ("message", "asctime") else k): v for k, v in fields.items()}
+    logger.log(level, event, extra=safe)

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
 
     # Topics and group
     requests_topic: str = "iris.requests"
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     drift_min_rows: int = Field(default=50, ge=1)
     drift_queue_size: int = Field(default=4, ge=1)
     reports_dir: Path = Path("reports")
-    reports_keep: int = Field(default=200, ge=1)
+    reports_keep: int = Field(default=50, ge=1)  # an HTML report is ~4 MB
 
     # REST
     api_key: SecretStr | None = None
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
     max_instances: int = Field(default=1000, ge=1)
     microbatch_max_size: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=2.0, ge=0)
+    access_log: bool = True  # IRIS_ACCESS_LOG: one structured line per REST request
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,0 +1,379 @@
+"""Drift evaluation, report files, and the stream-side DriftMonitor."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from ml.data import load_raw, split
+from ml.drift import (
+    DriftMonitor,
+    DriftResult,
+    FeatureDrift,
+    add_to_workspace,
+    evaluate_drift,
+    feature_frame,
+    prune_reports,
+    save_report,
+)
+from ml.errors import BadInputError, ParamsError
+from ml.metrics import Metrics
+from ml.model import LoadedModel, ModelRef
+from ml.params import DriftParams, PrepareParams
+from ml.schema import FEATURES
+from ml.settings import Settings
+
+PARAMS = DriftParams(method="ks", threshold=0.05, drift_share=0.5)
+MESSAGE_KEYS = {
+    "window_start",
+    "window_end",
+    "rows",
+    "dataset_drift",
+    "drifted_share",
+    "features",
+    "model_version",
+    "report",
+}
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+REPORT_FILE = re.compile(r"^\d{8}T\d{6}Z-w\d{6}(-\d+)?\.(html|json)$")
+
+
+# ---------------------------------------------------------------- data like the publisher's
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    """The model's training features: the same split the pipeline (and the registry fixture) uses."""
+    train, _ = split(load_raw(), PrepareParams(test_size=0.2, seed=42))
+    return train[list(FEATURES)]
+
+
+def sample(rng: np.random.Generator, rows: int, shift_sd: float = 0.0) -> np.ndarray:
+    """Per-species normals (Iris class means and stds), petal features shifted by ``shift_sd``
+    standard deviations of the whole data set, rounded and clipped like the publisher."""
+    raw = load_raw()
+    grouped = raw.groupby("species")[list(FEATURES)]
+    means, stds = grouped.mean().to_numpy(), grouped.std().to_numpy()
+    overall = raw[list(FEATURES)].std().to_numpy()
+    species = rng.integers(0, 3, size=rows)
+    values = means[species] + rng.normal(size=(rows, 4)) * stds[species]
+    for column in (FEATURES.index("petal_length"), FEATURES.index("petal_width")):
+        values[:, column] += shift_sd * overall[column]
+    return np.clip(np.round(values, 2), 0.01, 100.0)
+
+
+def frame(values: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(values, columns=list(FEATURES))
+
+
+def fake_model(version: str, reference: pd.DataFrame | None) -> LoadedModel:
+    ref = ModelRef(name="iris-classifier", version=version, alias="champion", run_id=None)
+    return LoadedModel(
+        ref=ref,
+        uri="models:/iris-classifier@champion",
+        estimator=None,
+        classes=np.array([]),
+        reference=reference,
+    )
+
+
+def fake_result(rows: int, drifted: tuple[str, ...] = ()) -> DriftResult:
+    features = {f: FeatureDrift("ks", 0.01 if f in drifted else 0.5, f in drifted) for f in FEATURES}
+    share = len(drifted) / len(FEATURES)
+    return DriftResult(features, share, share >= 0.5, rows, 120, PARAMS)
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"reports_dir": tmp_path / "reports", "reports_keep": 50}
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def monitors() -> Iterator[list[DriftMonitor]]:
+    """Monitors started by a test; stopped even when it fails."""
+    started: list[DriftMonitor] = []
+    yield started
+    for monitor in started:
+        monitor.stop(timeout=10.0)
+
+
+# ---------------------------------------------------------------- detection quality (Evidently)
+
+
+@pytest.mark.slow
+def test_in_distribution_traffic_rarely_drifts(reference: pd.DataFrame) -> None:
+    rng = np.random.default_rng(20261129)
+    flagged = [evaluate_drift(reference, frame(sample(rng, 500)), PARAMS).dataset_drift for _ in range(20)]
+    assert sum(flagged) <= 1, f"{sum(flagged)} of 20 in-distribution windows raised dataset drift"
+
+
+@pytest.mark.slow
+def test_shift_is_flagged_in_the_first_full_window_and_reported(
+    reference: pd.DataFrame, tmp_path: Path, monitors: list[DriftMonitor]
+) -> None:
+    """Real evaluator end to end: windows of 500, the shift starts at row 700 (inside window 1),
+    so window 2 is the first full window after it: it must drift, on the petal features."""
+    metrics = Metrics()
+    settings = settings_for(tmp_path, drift_window_size=500, drift_queue_size=8)
+    monitor = DriftMonitor(settings, metrics, PARAMS)
+    monitors.append(monitor)
+    monitor.start()
+    rng = np.random.default_rng(7)
+    model = fake_model("3", reference)
+    traffic = np.concatenate([sample(rng, 700), sample(rng, 800, shift_sd=1.5)])
+    for offset in range(0, len(traffic), 100):
+        monitor.observe(traffic[offset : offset + 100], model, now=1_800_000_000.0 + offset / 100)
+    monitor.stop(timeout=60.0)
+
+    results = monitor.drain_results()
+    assert [r["rows"] for r in results] == [500, 500, 500]
+    assert results[0]["dataset_drift"] is False
+    shifted = results[2]
+    assert shifted["dataset_drift"] is True
+    assert shifted["features"]["petal_length"]["drifted"] and shifted["features"]["petal_width"]["drifted"]
+    assert set(shifted) == MESSAGE_KEYS and shifted["model_version"] == "3"
+    assert shifted["features"]["petal_length"]["test"] == "ks"
+    assert monitor.latest == shifted
+    assert monitor.drain_results() == []  # drained once
+
+    # reports: one HTML + JSON pair per window, sortable names, the JSON is the message plus params
+    drift_dir = tmp_path / "reports" / "drift"
+    names = sorted(p.name for p in drift_dir.iterdir())
+    assert len(names) == 6 and all(REPORT_FILE.match(n) for n in names)
+    assert Path(shifted["report"]).is_file() and Path(shifted["report"]).read_text().lstrip().startswith("<")
+    saved = orjson.loads(Path(shifted["report"]).with_suffix(".json").read_bytes())
+    assert {k: saved[k] for k in MESSAGE_KEYS} == shifted and saved["method"] == "ks"
+
+    # gauges and counters show the last window
+    value = metrics.registry.get_sample_value
+    assert value("iris_drift_windows_total") == 3
+    assert value("iris_dataset_drift") == 1
+    assert value("iris_drift_share") == shifted["drifted_share"]
+    assert (
+        value("iris_feature_drift_score", {"feature": "petal_width"})
+        == shifted["features"]["petal_width"]["score"]
+    )
+
+    # and the Evidently workspace holds one snapshot per window, in the named project
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(tmp_path / "reports" / "workspace"))
+    (project,) = workspace.search_project("iris-scorer drift")
+    assert len(workspace.list_runs(project.id)) == 3
+
+
+def test_unknown_method_is_a_params_error(reference: pd.DataFrame) -> None:
+    current = frame(sample(np.random.default_rng(1), 60))
+    with pytest.raises(ParamsError, match=r"drift\.method 'no-such-test'"):
+        evaluate_drift(reference, current, DriftParams(method="no-such-test", threshold=0.1))
+
+
+# ---------------------------------------------------------------- input validation (no Evidently)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.drop(columns=["petal_width"]), "current has no column 'petal_width'"),
+        (
+            lambda f: f.assign(sepal_width=["x", *f["sepal_width"][1:]]),
+            "column 'sepal_width' of current has the non-numeric value 'x' at row 1",
+        ),
+        (
+            lambda f: f.assign(petal_length=[*f["petal_length"][:-1], None]),
+            "column 'petal_length' of current has a missing value at row 5",
+        ),
+        (lambda f: f.assign(sepal_length=True), "column 'sepal_length' of current holds booleans"),
+        (lambda f: f.iloc[:0], "current has no rows"),
+    ],
+    ids=["missing column", "non-numeric", "missing value", "booleans", "no rows"],
+)
+def test_bad_input_names_the_column(mutate: Any, message: str) -> None:
+    good = frame(sample(np.random.default_rng(0), 5))
+    with pytest.raises(BadInputError) as info:
+        feature_frame(mutate(good), name="current")
+    assert message in info.value.message
+
+
+def test_numeric_strings_and_extra_columns_are_accepted() -> None:
+    good = frame(sample(np.random.default_rng(0), 3)).astype(str).assign(id=["a", "b", "c"])
+    out = feature_frame(good, name="current")
+    assert list(out.columns) == list(FEATURES) and out.dtypes.eq(np.float64).all()
+
+
+# ---------------------------------------------------------------- report files
+
+
+def test_save_report_names_and_retention(tmp_path: Path) -> None:
+    start = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
+    paths = [
+        save_report(
+            fake_result(500, ("petal_length",)),
+            tmp_path,
+            window_start=start + timedelta(minutes=i),
+            window_end=start + timedelta(minutes=i, seconds=30),
+            keep=3,
+            index=40 + i,
+            model_version="3",
+        )
+        for i in range(5)
+    ]
+    assert paths[2] == (
+        tmp_path / "20261129T101700Z-w000042.html",
+        tmp_path / "20261129T101700Z-w000042.json",
+    )
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted(n for pair in paths[2:] for n in (pair[0].name, pair[1].name))
+    message = orjson.loads(paths[4][1].read_bytes())
+    assert set(message) >= MESSAGE_KEYS
+    assert message["window_start"] == "2026-11-29T10:19:00.000Z" and ISO_UTC.match(message["window_end"])
+    assert message["features"]["petal_length"] == {"test": "ks", "score": 0.01, "drifted": True}
+    assert message["report"] == str(paths[4][0])
+
+
+def test_same_second_and_index_do_not_overwrite(tmp_path: Path) -> None:
+    start = datetime(2026, 11, 29, 10, 15, tzinfo=UTC)
+    first = save_report(fake_result(10), tmp_path, window_start=start, window_end=start, keep=10)
+    second = save_report(fake_result(10), tmp_path, window_start=start, window_end=start, keep=10)
+    assert first != second and second[0].name == "20261129T101500Z-w000000-2.html"
+    assert all(p.exists() for p in (*first, *second))
+
+
+def test_prune_leaves_other_files_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "20261129T101500Z-w000001.html").write_text("old")
+    (tmp_path / "20261129T101500Z-w000001.json").write_text("{}")
+    (tmp_path / "20261129T101600Z-w000002.html").write_text("new")
+    deleted = prune_reports(tmp_path, keep=1)
+    assert sorted(p.name for p in deleted) == [
+        "20261129T101500Z-w000001.html",
+        "20261129T101500Z-w000001.json",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261129T101600Z-w000002.html", "notes.txt"]
+
+
+# ---------------------------------------------------------------- the monitor (fake evaluators)
+
+
+class BlockingEvaluator:
+    """A deliberately slow evaluator: every call waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[tuple[int, int, str]] = []
+
+    def __call__(self, reference: pd.DataFrame, current: pd.DataFrame, params: DriftParams) -> DriftResult:
+        self.release.wait(timeout=30)
+        self.calls.append((id(reference), len(current), params.method))
+        return fake_result(len(current))
+
+
+def test_observe_never_waits_for_evaluation(tmp_path: Path, monitors: list[DriftMonitor]) -> None:
+    metrics = Metrics()
+    evaluator = BlockingEvaluator()
+    settings = settings_for(tmp_path, drift_window_size=10, drift_min_rows=5, drift_queue_size=2)
+    monitor = DriftMonitor(settings, metrics, PARAMS, evaluator=evaluator)
+    monitors.append(monitor)
+    monitor.start()
+    model = fake_model("1", frame(np.ones((20, 4))))
+    for i in range(20):  # 20 full windows while the evaluator is stuck on (at most) the first
+        monitor.observe(np.full((10, 4), float(i)), model, now=1000.0 + i)
+    value = metrics.registry.get_sample_value
+    skipped = value("iris_drift_windows_skipped_total", {"reason": "backlog"}) or 0
+    # observe returned 20 times although no evaluation could finish: at most 1 running + 2 queued
+    assert evaluator.calls == []
+    assert skipped >= 17
+    evaluator.release.set()
+    monitor.stop(timeout=10.0)
+    evaluated = value("iris_drift_windows_total")
+    assert evaluated == len(evaluator.calls) == len(monitor.drain_results())
+    assert evaluated + skipped == 20
+
+
+def test_model_change_closes_the_window_against_the_old_reference(
+    tmp_path: Path, monitors: list[DriftMonitor]
+) -> None:
+    evaluator = BlockingEvaluator()
+    evaluator.release.set()
+    settings = settings_for(tmp_path, drift_window_size=100, drift_min_rows=5)
+    monitor = DriftMonitor(settings, Metrics(), PARAMS, evaluator=evaluator)
+    monitors.append(monitor)
+    monitor.start()
+    old, new = fake_model("1", frame(np.ones((3, 4)))), fake_model("2", frame(np.zeros((3, 4))))
+    monitor.observe(np.ones((30, 4)), old, now=0.0)
+    monitor.observe(np.ones((100, 4)), new, now=1.0)  # closes v1 (30 rows), fills v2 (100 rows)
+    monitor.stop(timeout=10.0)
+    results = monitor.drain_results()
+    assert [(r["model_version"], r["rows"]) for r in results] == [("1", 30), ("2", 100)]
+    assert [c[0] for c in evaluator.calls] == [id(old.reference), id(new.reference)]
+
+
+def test_tick_closes_by_time_and_skips_small_windows(tmp_path: Path, monitors: list[DriftMonitor]) -> None:
+    metrics = Metrics()
+    evaluator = BlockingEvaluator()
+    evaluator.release.set()
+    settings = settings_for(tmp_path, drift_window_size=500, drift_window_seconds=60, drift_min_rows=50)
+    monitor = DriftMonitor(settings, metrics, PARAMS, evaluator=evaluator)
+    monitors.append(monitor)
+    monitor.start()
+    model = fake_model("1", frame(np.ones((3, 4))))
+    monitor.observe(np.ones((10, 4)), model, now=0.0)
+    monitor.tick(now=59.0)
+    assert (
+        metrics.registry.get_sample_value("iris_drift_windows_skipped_total", {"reason": "too_few_rows"})
+        is None
+    )
+    monitor.tick(now=60.0)  # 10 rows < 50: not evaluated
+    assert (
+        metrics.registry.get_sample_value("iris_drift_windows_skipped_total", {"reason": "too_few_rows"}) == 1
+    )
+    monitor.observe(np.ones((60, 4)), model, now=100.0)
+    monitor.tick(now=170.0)  # 60 rows: evaluated
+    monitor.stop(timeout=10.0)
+    (result,) = monitor.drain_results()
+    assert result["rows"] == 60
+    assert result["window_start"] == "1970-01-01T00:01:40.000Z"
+    assert result["window_end"] == "1970-01-01T00:02:50.000Z"
+
+
+def test_model_without_reference_is_skipped(tmp_path: Path) -> None:
+    metrics = Metrics()
+    monitor = DriftMonitor(
+        settings_for(tmp_path, drift_window_size=10), metrics, PARAMS, evaluator=BlockingEvaluator()
+    )
+    monitor.observe(np.ones((10, 4)), fake_model("1", None), now=0.0)
+    assert (
+        metrics.registry.get_sample_value("iris_drift_windows_skipped_total", {"reason": "no_reference"}) == 1
+    )
+
+
+def test_observe_rejects_a_wrong_shape(tmp_path: Path) -> None:
+    monitor = DriftMonitor(settings_for(tmp_path), Metrics(), PARAMS, evaluator=BlockingEvaluator())
+    with pytest.raises(ValueError, match="feature matrix"):
+        monitor.observe(np.ones((3, 3)), fake_model("1", None))
+
+
+def test_workspace_keeps_the_newest_snapshots_and_never_raises(
+    reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    from evidently.ui.workspace import Workspace
+
+    result = evaluate_drift(reference, frame(sample(np.random.default_rng(2), 100)), PARAMS)
+    ids = [add_to_workspace(result, tmp_path / "ws", name=f"w{i}", keep=2) for i in range(3)]
+    workspace = Workspace(str(tmp_path / "ws"))
+    (project,) = workspace.search_project("iris-scorer drift")
+    assert sorted(str(r) for r in workspace.list_runs(project.id)) == sorted(str(i) for i in ids[1:])
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the workspace should be")
+    assert add_to_workspace(result, blocked, name="x") is None
