@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-full train lock clean
+.PHONY: install tools demo test lint typecheck unit bench bench-full train lock clean
 
 install: $(STAMP)
 
@@ -16,6 +16,19 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Static-analysis tools for the deploy checks (checkov, hadolint, actionlint, kubernetes-validate)
+# live in their own venv: checkov's pins would fight the service's lock.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements-tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $(TOOLS_STAMP)
 
 demo: install
 	$(BIN)/iris-scorer demo
@@ -30,7 +43,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install lint typecheck
+test: install tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
@@ -52,4 +65,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) data reports mlartifacts mlflow.db .dvc/cache .dvc/tmp
+	rm -rf $(VENV) $(TOOLS) data reports mlartifacts mlflow.db .dvc/cache .dvc/tmp
