@@ -1,0 +1,92 @@
+"""Kafka client options from settings, including the Event Hubs constraints (a pure function)."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.kafka_config import build_kafka_config
+from ml.errors import SettingsError
+from ml.settings import Settings
+
+EVENT_HUBS = "ns.servicebus.windows.net:9093"
+SECRET = "Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"
+
+
+def test_plaintext_defaults() -> None:
+    config = build_kafka_config(Settings())
+    assert config.client_options()["security_protocol"] == "PLAINTEXT"
+    assert "sasl_mechanism" not in config.client_options()
+    consumer = config.consumer_options()
+    assert consumer["enable_auto_commit"] is False
+    assert consumer["auto_offset_reset"] == "earliest"
+    assert consumer["session_timeout_ms"] == 10_000
+    assert config.producer_options()["acks"] == "all"
+    assert config.producer_options()["enable_idempotence"] is False
+
+
+def test_session_timeout_is_configurable() -> None:
+    config = build_kafka_config(Settings(kafka_session_timeout_ms=6000))
+    assert config.consumer_options()["session_timeout_ms"] == 6000
+    assert config.consumer_options()["heartbeat_interval_ms"] < 6000
+
+
+def test_event_hubs_constraints_are_applied() -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=EVENT_HUBS, kafka_security_protocol="SASL_SSL", kafka_sasl_password=SECRET
+    )
+    config = build_kafka_config(settings)
+    options = config.producer_options()
+    assert options["connections_max_idle_ms"] == 180_000
+    assert options["metadata_max_age_ms"] == 180_000
+    assert options["request_timeout_ms"] >= 60_000
+    assert options["max_request_size"] <= 1_000_000
+    assert options["enable_idempotence"] is False and "transactional_id" not in options
+    assert options["sasl_mechanism"] == "PLAIN"
+    assert options["sasl_plain_username"] == "$ConnectionString"
+    assert options["sasl_plain_password"] == SECRET
+    assert options["ssl_context"] is not None
+    assert SECRET not in repr(config) and SECRET not in str(config.describe())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        (
+            {"kafka_security_protocol": "PLAINTEXT"},
+            "IRIS_KAFKA_SECURITY_PROTOCOL",
+        ),  # Event Hubs needs TLS + SASL
+        ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "IRIS_KAFKA_SECURITY_PROTOCOL"),
+        ({"kafka_sasl_mechanism": "SCRAM-SHA-256"}, "IRIS_KAFKA_SASL_MECHANISM"),  # PLAIN only
+        ({"max_message_bytes": 1_000_001}, "IRIS_MAX_MESSAGE_BYTES"),  # 1 MB message limit
+        ({"kafka_sasl_password": None}, "IRIS_KAFKA_SASL_PASSWORD"),  # the connection string
+    ],
+)
+def test_event_hubs_contradictions_name_the_variable(overrides: dict[str, object], variable: str) -> None:
+    values: dict[str, object] = {
+        "kafka_bootstrap_servers": EVENT_HUBS,
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_password": SECRET,
+    }
+    values.update(overrides)
+    with pytest.raises(SettingsError) as caught:
+        build_kafka_config(Settings.model_validate(values))
+    assert variable in caught.value.message
+    assert SECRET not in caught.value.message
+    assert caught.value.exit_code == 2
+
+
+def test_sasl_needs_credentials_and_a_sasl_protocol() -> None:
+    with pytest.raises(SettingsError, match="IRIS_KAFKA_SASL_USERNAME"):
+        build_kafka_config(Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_password="x"))
+    with pytest.raises(SettingsError, match="IRIS_KAFKA_SASL_MECHANISM"):
+        build_kafka_config(Settings(kafka_sasl_mechanism="PLAIN"))
+    config = build_kafka_config(
+        Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="u", kafka_sasl_password="p")
+    )
+    assert config.client_options()["sasl_mechanism"] == "PLAIN"
+    assert "ssl_context" not in config.client_options()
+
+
+def test_requests_fit_a_dlq_copy_of_the_largest_message() -> None:
+    config = build_kafka_config(Settings(max_message_bytes=2_000_000))
+    assert config.max_request_size > 2_000_000
