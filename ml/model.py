@@ -114,7 +114,8 @@ def load_model(client: MlflowClient, uri: str, *, with_reference: bool = True) -
     ref = resolve(client, uri)
     version_uri = f"models:/{ref.name}/{ref.version}"
     try:
-        estimator = mlflow.sklearn.load_model(version_uri)
+        # Load through *this* client's registry, not MLflow's process-wide registry setting.
+        estimator = mlflow.sklearn.load_model(client.get_model_version_download_uri(ref.name, ref.version))
         data_hash = None
         reference = None
         if ref.run_id:

@@ -1,0 +1,138 @@
+"""HTTP handlers: decode → validate (:mod:`ml.schema`) → score (:class:`ml.predict.Scorer`, through
+the micro-batcher) → encode. No model logic here."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.encoding import JSON, decode_json, json_response, media_type, read_body
+from app.errors import ShuttingDown, UnsupportedMediaType
+from app.inputs import csv_records, many_records, mlflow_records, one_record
+from ml.batching import BatcherClosed, MicroBatcher
+from ml.errors import Unauthorized
+from ml.metrics import Metrics
+from ml.model import ModelHolder
+from ml.predict import Scorer, Scores, prediction_records
+from ml.reload import ModelWatcher
+from ml.schema import Record, to_matrix
+from ml.settings import Settings
+
+SOURCE = "rest"
+CSV = "text/csv"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class AppState:
+    """Everything the handlers use; the lifespan fills in ``watcher`` and starts ``batcher``."""
+
+    settings: Settings
+    holder: ModelHolder
+    metrics: Metrics
+    scorer: Scorer
+    batcher: MicroBatcher
+    watcher: ModelWatcher | None = None
+    api_key: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings, holder: ModelHolder, metrics: Metrics) -> AppState:
+        scorer = Scorer(holder, metrics)
+
+        def score_rest(matrix: Any) -> Scores:
+            return scorer.score(matrix, SOURCE)
+
+        batcher = MicroBatcher(
+            score_rest, max_rows=settings.microbatch_max_size, max_wait_ms=settings.microbatch_max_wait_ms
+        )
+        key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
+        return cls(settings, holder, metrics, scorer, batcher, api_key=key)
+
+
+class Api:
+    """The endpoints, bound to one :class:`AppState`."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.settings = state.settings
+
+    def protected(self, handler: Handler) -> Handler:
+        """``handler`` behind ``Authorization: Bearer <IRIS_API_KEY>`` when a key is set."""
+        expected = self.state.api_key
+        if expected is None:
+            return handler
+
+        async def guarded(request: Request) -> Response:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+                raise Unauthorized("missing or wrong API key: send Authorization: Bearer <key>.")
+            return await handler(request)
+
+        return guarded
+
+    async def _score(self, records: Sequence[Record]) -> Scores:
+        self.state.holder.current  # noqa: B018 - fail fast with ModelNotReady, before queueing
+        try:
+            return await self.state.batcher.submit(to_matrix(records))
+        except BatcherClosed as exc:
+            raise ShuttingDown(str(exc)) from None
+
+    async def _json_body(self, request: Request) -> Any:
+        kind = media_type(request)
+        if kind != JSON:
+            raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {kind}.")
+        return decode_json(await read_body(request, self.settings.max_body_bytes))
+
+    async def predict(self, request: Request) -> Response:
+        payload = await self._json_body(request)
+        if isinstance(payload, dict) and "instances" in payload:
+            records = many_records(payload["instances"], "instances", self.settings.max_instances)
+            scores = await self._score(records)
+            return json_response(
+                {
+                    "predictions": prediction_records([r.id for r in records], scores, SOURCE),
+                    "model_name": scores.model.name,
+                    "model_version": scores.model.version,
+                }
+            )
+        record = one_record(payload)
+        scores = await self._score([record])
+        return json_response(prediction_records([record.id], scores, SOURCE)[0])
+
+    async def invocations(self, request: Request) -> Response:
+        kind = media_type(request)
+        if kind == CSV:
+            body = await read_body(request, self.settings.max_body_bytes)
+            records = csv_records(body, self.settings.max_instances)
+        else:
+            records = mlflow_records(await self._json_body(request), self.settings.max_instances)
+        scores = await self._score(records)
+        return json_response({"predictions": scores.labels.tolist()})
+
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        holder, watcher = self.state.holder, self.state.watcher
+        if holder.ready:
+            model = holder.current
+            return json_response(
+                {"status": "ready", "model_name": model.name, "model_version": model.version}
+            )
+        reason = (
+            watcher.last_error if watcher else None
+        ) or "no model is loaded yet: the registry is being polled."
+        return json_response({"error": "model_not_ready", "detail": reason}, 503)
+
+    async def model(self, request: Request) -> Response:
+        return json_response(self.state.holder.current.describe())
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

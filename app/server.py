@@ -1,0 +1,142 @@
+"""The REST service, composed in one place: routes, middleware, exception handlers, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from mlflow.tracking import MlflowClient
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.encoding import json_response
+from app.errors import http_error, internal_error, iris_error
+from app.middleware import HttpObserver
+from app.openapi import openapi_document
+from app.routes import Api, AppState
+from ml import tracking
+from ml.errors import IrisError
+from ml.logs import configure_logging, log_event
+from ml.metrics import Metrics
+from ml.model import ModelHolder, load_model, mask_uri, parse_model_uri
+from ml.reload import ModelWatcher
+from ml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WatcherFactory = Callable[[MlflowClient, ModelHolder, Metrics], ModelWatcher]
+
+
+def default_watcher(
+    settings: Settings, client: MlflowClient, holder: ModelHolder, metrics: Metrics
+) -> ModelWatcher:
+    # The REST service never computes drift: skip downloading the reference data.
+    loader = functools.partial(load_model, with_reference=False)
+    return ModelWatcher(
+        client, settings.model_uri, holder, metrics, poll_seconds=settings.model_poll_seconds, loader=loader
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    holder: ModelHolder | None = None,
+    metrics: Metrics | None = None,
+    watcher_factory: WatcherFactory | None = None,
+) -> Starlette:
+    """The app. With ``holder`` (a loaded model) and no ``watcher_factory`` the registry is not used."""
+    watch = holder is None or watcher_factory is not None
+    state = AppState.build(settings, holder or ModelHolder(), metrics or Metrics())
+    api = Api(state)
+    openapi = openapi_document(settings)
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(openapi)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+        if watch:
+            client = tracking.configure(settings.mlflow_tracking_uri)
+            factory = watcher_factory or functools.partial(default_watcher, settings)
+            state.watcher = factory(client, state.holder, state.metrics)
+            tasks.append(asyncio.create_task(state.watcher.run(), name="model-watcher"))
+        elif state.holder.ready:
+            model = state.holder.current
+            state.metrics.set_model(model.name, model.version, model.ref.alias or "")
+        await state.batcher.start()
+        log_event(
+            log,
+            "rest_started",
+            model_uri=settings.model_uri,
+            registry=mask_uri(settings.mlflow_tracking_uri) if watch else None,
+            auth=settings.api_key is not None,
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await state.batcher.stop()
+            log_event(log, "rest_stopped")
+
+    app = Starlette(
+        routes=[
+            Route("/predict", api.protected(api.predict), methods=["POST"]),
+            Route("/invocations", api.protected(api.invocations), methods=["POST"]),
+            Route("/model", api.protected(api.model), methods=["GET"]),
+            Route("/health", api.health, methods=["GET"]),
+            Route("/ready", api.ready, methods=["GET"]),
+            Route("/metrics", api.metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+        ],
+        middleware=[Middleware(HttpObserver, metrics=state.metrics, access_log=settings.access_log)],
+        exception_handlers={IrisError: iris_error, HTTPException: http_error, Exception: internal_error},
+        lifespan=lifespan,
+    )
+    app.state.iris = state
+    app.state.scorer = state.scorer
+    return app
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service with uvicorn: one process, uvicorn's access log off (ours is structured)."""
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    parse_model_uri(settings.model_uri)  # a malformed IRIS_MODEL_URI stops start-up with a sentence
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # Shut down gracefully by now: SIGTERM is an ordinary stop (exit 0), while
+                # uvicorn would re-raise it and die by the signal; Ctrl-C still exits 130.
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+    server = Server(config)
+    server.run()
+    if not server.started:
+        raise IrisError(f"the REST service could not start on {host}:{port}; see the log above.")
