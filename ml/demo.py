@@ -258,7 +258,7 @@ def print_summary(
     for reason, count in sorted(tally.dlq.items()):
         print(f"  {reason:<18} {count}")
     print(f"drift windows: {len(tally.drift)}")
-    for window in tally.drift:
+    for window in sorted(tally.drift, key=lambda w: str(w.get("window_start"))):
         flag = "DRIFT" if window.get("dataset_drift") else "ok   "
         print(
             f"  {flag} rows={window.get('rows'):>4} share={window.get('drifted_share', 0):.2f} "
