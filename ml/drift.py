@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import queue
 import re
@@ -23,6 +24,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,6 +383,79 @@ class _Job:
     model: LoadedModel
 
 
+@dataclass(frozen=True)
+class _WindowTask:
+    """Everything one window's evaluation needs: plain, picklable values."""
+
+    reference: pd.DataFrame
+    rows: npt.NDArray[np.float64]
+    params: DriftParams
+    reports_dir: Path
+    workspace_dir: Path
+    keep: int
+    index: int
+    started_at_s: float
+    ended_at_s: float
+    model_version: str
+
+
+@dataclass(frozen=True)
+class _WindowOutcome:
+    message: dict[str, Any]
+    rows: int
+    drifted_share: float
+    dataset_drift: bool
+    scores: dict[str, float]
+    drifted: list[str]
+    report: str
+
+
+_PROCESS_WORKSPACES: dict[Path, DriftWorkspace] = {}
+
+
+def _run_window(
+    task: _WindowTask, evaluate: Evaluator | None = None, workspace: DriftWorkspace | None = None
+) -> _WindowOutcome:
+    """Evaluate one window, save its reports and file its snapshot. Runs in the drift process
+    (default) or in the monitor's thread (injected evaluators)."""
+    start = datetime.fromtimestamp(task.started_at_s, UTC)
+    end = datetime.fromtimestamp(task.ended_at_s, UTC)
+    current = pd.DataFrame(task.rows, columns=list(FEATURES))
+    result = (evaluate or evaluate_drift)(task.reference, current, task.params)
+    html, _ = save_report(
+        result,
+        task.reports_dir,
+        window_start=start,
+        window_end=end,
+        keep=task.keep,
+        index=task.index,
+        model_version=task.model_version,
+    )
+    if workspace is None:
+        workspace = _PROCESS_WORKSPACES.get(task.workspace_dir)
+        if workspace is None:
+            workspace = _PROCESS_WORKSPACES[task.workspace_dir] = DriftWorkspace(
+                task.workspace_dir, keep=task.keep
+            )
+    workspace.add(result, name=html.stem)
+    message = drift_message(
+        result, window_start=start, window_end=end, model_version=task.model_version, report=html
+    )
+    return _WindowOutcome(
+        message=message,
+        rows=result.rows,
+        drifted_share=result.drifted_share,
+        dataset_drift=result.dataset_drift,
+        scores={name: feature.score for name, feature in result.features.items()},
+        drifted=list(result.drifted_features),
+        report=str(html),
+    )
+
+
+def _warm_up() -> None:
+    _evidently()
+
+
 class DriftMonitor:
     """Drift windows over the scored stream, evaluated off the hot path.
 
@@ -398,6 +473,7 @@ class DriftMonitor:
         *,
         evaluator: Evaluator | None = None,
         clock: Callable[[], float] = time.time,
+        use_process: bool | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -420,13 +496,23 @@ class DriftMonitor:
         self._stopping = threading.Event()
         self.reports_dir = settings.reports_dir / "drift"
         self._workspace = DriftWorkspace(settings.reports_dir / "workspace", keep=settings.reports_keep)
+        # Evidently is CPU-heavy Python: in a thread it would take the GIL from the scoring loop.
+        # By default windows are evaluated in one child process (the other core); an injected
+        # evaluator (tests) runs in the thread.
+        self._use_process = (evaluator is None) if use_process is None else use_process
+        self._executor: ProcessPoolExecutor | None = None
 
     # -- called by the stream worker
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        if self._evaluate is evaluate_drift:
+        if self._use_process:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            self._executor.submit(_warm_up)  # import Evidently there now, not in the first window
+        elif self._evaluate is evaluate_drift:
             _evidently()  # import here, in the caller's thread, not in the middle of a window
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="drift-monitor", daemon=True)
@@ -444,6 +530,9 @@ class DriftMonitor:
         if thread.is_alive():
             log_event(logger, "drift_monitor_stop_timeout", logging.WARNING, timeout_s=timeout)
         self._thread = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=not thread.is_alive(), cancel_futures=True)
+            self._executor = None
 
     def observe(self, features: npt.NDArray[Any], model: LoadedModel, now: float | None = None) -> None:
         """Add scored rows (n x 4) to the current window. Never blocks on evaluation."""
@@ -526,40 +615,39 @@ class DriftMonitor:
     def _process(self, job: _Job) -> None:
         window, model = job.window, job.model
         assert model.reference is not None
-        start = datetime.fromtimestamp(window.started_at_s, UTC)
-        end = datetime.fromtimestamp(window.ended_at_s, UTC)
-        current = pd.DataFrame(job.rows, columns=list(FEATURES))
-        result = self._evaluate(model.reference, current, self.params)
-        html, _ = save_report(
-            result,
-            self.reports_dir,
-            window_start=start,
-            window_end=end,
+        task = _WindowTask(
+            reference=model.reference,
+            rows=job.rows,
+            params=self.params,
+            reports_dir=self.reports_dir,
+            workspace_dir=self.settings.reports_dir / "workspace",
             keep=self.settings.reports_keep,
             index=window.index,
+            started_at_s=window.started_at_s,
+            ended_at_s=window.ended_at_s,
             model_version=model.version,
         )
-        self._workspace.add(result, name=html.stem)
-        message = drift_message(
-            result, window_start=start, window_end=end, model_version=model.version, report=html
-        )
-        self.metrics.drift_share.set(result.drifted_share)
-        self.metrics.dataset_drift.set(1 if result.dataset_drift else 0)
-        for name, feature in result.features.items():
-            self.metrics.feature_drift_score.labels(feature=name).set(feature.score)
+        if self._executor is not None:
+            outcome = self._executor.submit(_run_window, task).result()
+        else:
+            outcome = _run_window(task, self._evaluate, self._workspace)
+        self.metrics.drift_share.set(outcome.drifted_share)
+        self.metrics.dataset_drift.set(1 if outcome.dataset_drift else 0)
+        for name, score in outcome.scores.items():
+            self.metrics.feature_drift_score.labels(feature=name).set(score)
         self.metrics.drift_windows.inc()
-        self._results.append(message)
-        self._latest = message
+        self._results.append(outcome.message)
+        self._latest = outcome.message
         log_event(
             logger,
             "drift_window",
             window=window.index,
-            rows=result.rows,
-            dataset_drift=result.dataset_drift,
-            drifted_share=result.drifted_share,
-            drifted=",".join(result.drifted_features) or "-",
+            rows=outcome.rows,
+            dataset_drift=outcome.dataset_drift,
+            drifted_share=outcome.drifted_share,
+            drifted=",".join(outcome.drifted) or "-",
             model_version=model.version,
-            report=str(html),
+            report=outcome.report,
         )
 
 

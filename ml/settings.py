@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
 
     # Drift
+    drift_enabled: bool = True  # IRIS_DRIFT_ENABLED=false: score without drift windows
     drift_window_size: int = Field(default=500, ge=1)
     drift_window_seconds: float = Field(default=60.0, gt=0)
     drift_min_rows: int = Field(default=50, ge=1)
