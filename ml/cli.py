@@ -211,10 +211,58 @@ def backfill(
     input: Annotated[
         str | None, typer.Option("--input", help="File, glob or folder of CSV/Parquet/JSONL.")
     ] = None,
-    output: Annotated[str | None, typer.Option("--output", help="Output .parquet, .csv or .jsonl.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Output .parquet, .csv or .jsonl (rejects go beside it).")
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Rows per chunk (bounds memory).")
+    ] = 100_000,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 2) on the first invalid row.")] = False,
+    model_uri: Annotated[
+        str | None, typer.Option("--model-uri", help="Model to score with (default: IRIS_MODEL_URI).")
+    ] = None,
+    compare_with: Annotated[
+        str | None, typer.Option("--compare-with", help="Second model URI: adds compare_label and a summary.")
+    ] = None,
+    shard: Annotated[
+        str, typer.Option("--shard", help="I/N: process only this share of the input files.")
+    ] = "0/1",
+    from_topic: Annotated[
+        str | None, typer.Option("--from-topic", help="Read a time range of this topic instead of files.")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--start", help="Range start (ISO time, inclusive).")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Range end (ISO time, inclusive).")] = None,
+    to_topic: Annotated[
+        str | None, typer.Option("--to-topic", help="Publish predictions to this topic instead of a file.")
+    ] = None,
+    drift_window: Annotated[
+        str | None,
+        typer.Option("--drift-window", help="A drift report per window: rows (10000) or time (1h)."),
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a TTY).")
+    ] = None,
 ) -> None:
     """Rescore historical files or a topic range."""
-    raise fail("backfill is not implemented yet.", 1)
+    from ml.backfill import BackfillOptions, parse_shard, parse_time, run_backfill
+
+    options = BackfillOptions(
+        input=input,
+        output=output,
+        chunk_rows=chunk_size,
+        strict=strict,
+        model_uri=model_uri,
+        compare_with=compare_with,
+        shard=parse_shard(shard),
+        from_topic=from_topic,
+        start=parse_time(start, "--start") if start else None,
+        end=parse_time(end, "--end") if end else None,
+        to_topic=to_topic,
+        drift_window=drift_window,
+        progress=progress,
+    )
+    summary = run_backfill(settings_from_env(), options)
+    typer.echo(summary.describe())
 
 
 @app.command("drift-report")

@@ -1,0 +1,435 @@
+"""Backfill files: finding inputs, reading them in bounded chunks, writing part files and merging them.
+
+Every reader yields *normalised* Arrow tables of exactly ``chunk_rows`` rows (the last one may be
+shorter), so chunk ``k`` of a file always covers the same rows — which is what makes a resumed run
+identical to an uninterrupted one. Normalised columns:
+
+- ``id`` (string, null where the input has none), the four features (float64; NaN where a value
+  is missing or not a number, so :func:`ml.schema.check_columns` rejects the row);
+- ``sent_at`` (string, when the input has it) and ``_ts`` (epoch milliseconds, topic input only);
+- ``_reason`` (string, optional): a row already known to be bad (a JSON line that is not an object,
+  an id of the wrong type) and why.
+
+All readers stream: CSV with ``pyarrow.csv.open_csv``, Parquet with ``ParquetFile.iter_batches``
+(it decodes page by page) and JSON Lines with ``pyarrow.json.open_json``. (``pyarrow.dataset``
+scans were tried first: their read-ahead holds whole row groups and CSV blocks, so peak memory
+grew with the file.) When
+the fast typed path meets a value it cannot convert (``"abc"`` in a number column, a numeric id in
+JSON), the file is re-read from the same row on a tolerant path, so one bad row never fails a run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from ml.errors import BadInputError
+from ml.schema import FEATURES, ID_MAX_CHARS, RecordInvalid, check_record
+
+INPUT_KINDS: dict[str, str] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+OUTPUT_KINDS: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
+OPTIONAL_COLUMNS = ("id", "sent_at")
+READ_BLOCK_BYTES = 4 << 20
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    kind: str
+    size: int
+    mtime_ns: int
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"path": str(self.path), "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def input_kind(path: Path) -> str:
+    kind = INPUT_KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise BadInputError(
+            f"input {path} has an unsupported extension '{path.suffix or '(none)'}': "
+            "use .csv, .parquet or .jsonl."
+        )
+    return kind
+
+
+def output_kind(path: Path) -> str:
+    kind = OUTPUT_KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise BadInputError(
+            f"output {path} has an unsupported extension '{path.suffix or '(none)'}': "
+            "use .parquet, .csv or .jsonl."
+        )
+    return kind
+
+
+def discover_inputs(spec: str) -> list[InputFile]:
+    """A file, a folder (its CSV/Parquet/JSONL files, recursively) or a glob; sorted by path."""
+    path = Path(spec)
+    if path.is_dir():
+        paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_KINDS)
+        if not paths:
+            raise BadInputError(f"input folder {spec} has no .csv, .parquet or .jsonl files.")
+    elif path.is_file():
+        paths = [path]
+    elif glob.has_magic(spec):
+        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not paths:
+            raise BadInputError(f"input pattern {spec} matches no files.")
+    else:
+        raise BadInputError(f"input {spec} does not exist.")
+    files = []
+    for p in paths:
+        stat = p.stat()
+        files.append(InputFile(p, input_kind(p), stat.st_size, stat.st_mtime_ns))
+    return files
+
+
+def shard_files(files: Sequence[InputFile], index: int, count: int) -> list[bool]:
+    """Which of the (sorted) files belong to shard ``index`` of ``count``: stable, by position."""
+    return [position % count == index for position in range(len(files))]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def count_rows(file: InputFile) -> int:
+    """Rows in a file (Parquet: metadata only; others: one streaming pass over one column)."""
+    return sum(t.num_rows for t in read_chunks(file, 1 << 20, count_only=True))
+
+
+def parquet_rows(file: InputFile) -> int | None:
+    if file.kind != "parquet":
+        return None
+    try:
+        return int(pq.ParquetFile(file.path).metadata.num_rows)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def read_chunks(file: InputFile, chunk_rows: int, *, count_only: bool = False) -> Iterator[pa.Table]:
+    """Normalised tables of exactly ``chunk_rows`` rows (see the module docstring)."""
+    return rechunk(_robust_batches(file, chunk_rows, count_only), chunk_rows)
+
+
+def rechunk(tables: Iterable[pa.Table], chunk_rows: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables into tables of exactly ``chunk_rows`` rows (the last may be short)."""
+    buffer: list[pa.Table] = []
+    buffered = 0
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        buffer.append(table)
+        buffered += table.num_rows
+        while buffered >= chunk_rows:
+            whole = pa.concat_tables(buffer) if len(buffer) > 1 else buffer[0]
+            yield whole.slice(0, chunk_rows)
+            rest = whole.slice(chunk_rows)
+            buffer, buffered = ([rest] if rest.num_rows else []), rest.num_rows
+    if buffered:
+        yield pa.concat_tables(buffer) if len(buffer) > 1 else buffer[0]
+
+
+def _robust_batches(file: InputFile, batch_rows: int, count_only: bool) -> Iterator[pa.Table]:
+    """The fast typed reader; on a conversion error, the tolerant reader from the same row on."""
+    done = 0
+    try:
+        for table in _fast_tables(file, batch_rows, count_only):
+            done += table.num_rows
+            yield table
+        return
+    except pa.ArrowInvalid as exc:
+        if file.kind == "parquet":
+            raise BadInputError(f"input {file.path} could not be read as Parquet: {exc}.") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise BadInputError(f"input {file.path} could not be read: {exc}.") from None
+    skip = done
+    try:
+        for table in _tolerant_tables(file, batch_rows, count_only):
+            if skip >= table.num_rows:
+                skip -= table.num_rows
+                continue
+            if skip:
+                table, skip = table.slice(skip), 0
+            yield table
+    except (OSError, pa.ArrowException) as exc:
+        what = {"csv": "CSV", "jsonl": "JSON Lines"}[file.kind]
+        raise BadInputError(f"input {file.path} could not be read as {what}: {exc}.") from None
+
+
+def _wrap_read_error(file: InputFile, what: str, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise BadInputError(f"input {file.path} could not be read as {what}: {exc}.") from None
+
+
+def _require_features(file: InputFile, names: Sequence[str]) -> None:
+    missing = [name for name in FEATURES if name not in names]
+    if missing:
+        raise BadInputError(
+            f"input {file.path} has no column '{missing[0]}' (expected columns: {', '.join(FEATURES)})."
+        )
+
+
+def _fast_tables(file: InputFile, batch_rows: int, count_only: bool) -> Iterator[pa.Table]:
+    if file.kind == "jsonl":
+        yield from _jsonl_fast(file, count_only)
+        return
+    if file.kind == "parquet":
+        # ParquetFile streams pages (pre_buffer off); a dataset scan would hold whole row groups.
+        parquet = _wrap_read_error(file, "Parquet", lambda: pq.ParquetFile(file.path, pre_buffer=False))
+        columns = _wanted(file, parquet.schema_arrow.names, count_only)
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            yield _normalise(pa.Table.from_batches([batch]), count_only)
+        return
+    yield from _csv_tables(file, typed=True, count_only=count_only)
+
+
+def _csv_tables(file: InputFile, *, typed: bool, count_only: bool) -> Iterator[pa.Table]:
+    """A streaming CSV reader (one block in memory at a time); numbers as float64 or as text."""
+    header = _wrap_read_error(file, "CSV", lambda: _csv_header(file))
+    columns = _wanted(file, header, count_only)
+    types = {name: pa.string() for name in columns if name in OPTIONAL_COLUMNS}
+    if not count_only:
+        types.update({name: (pa.float64() if typed else pa.string()) for name in FEATURES})
+    try:  # a conversion error (ArrowInvalid) goes up: the tolerant reader takes over
+        reader = pacsv.open_csv(
+            file.path,
+            read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=columns, strings_can_be_null=True
+            ),
+        )
+    except OSError as exc:
+        raise BadInputError(f"input {file.path} could not be read as CSV: {exc}.") from None
+    for batch in reader:
+        yield _normalise(pa.Table.from_batches([batch]), count_only)
+
+
+def _csv_header(file: InputFile) -> list[str]:
+    with pacsv.open_csv(file.path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
+        return list(reader.schema.names)
+
+
+def _wanted(file: InputFile, names: Sequence[str], count_only: bool) -> list[str]:
+    if count_only:
+        return [FEATURES[0]] if FEATURES[0] in names else list(names[:1])
+    _require_features(file, names)
+    return [name for name in (*OPTIONAL_COLUMNS, *FEATURES) if name in names]
+
+
+def _jsonl_schema() -> pa.Schema:
+    return pa.schema(
+        [("id", pa.string()), *[(name, pa.float64()) for name in FEATURES], ("sent_at", pa.string())]
+    )
+
+
+def _jsonl_fast(file: InputFile, count_only: bool) -> Iterator[pa.Table]:
+    if not count_only:
+        _check_jsonl_head(file)
+    try:  # a conversion error (ArrowInvalid) goes up to the tolerant reader
+        reader = pajson.open_json(
+            file.path,
+            read_options=pajson.ReadOptions(block_size=READ_BLOCK_BYTES),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=_jsonl_schema(), unexpected_field_behavior="ignore"
+            ),
+        )
+    except OSError as exc:
+        raise BadInputError(f"input {file.path} could not be read as JSON Lines: {exc}.") from None
+    for batch in reader:
+        yield _normalise(pa.Table.from_batches([batch]), count_only)
+
+
+def _check_jsonl_head(file: InputFile) -> None:
+    """A missing field fails at once, like a missing column: judged on the first record."""
+    with file.path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    first = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    return  # the row is rejected on its own
+                if isinstance(first, dict):
+                    _require_features(file, list(first))
+                return
+
+
+def _tolerant_tables(file: InputFile, batch_rows: int, count_only: bool) -> Iterator[pa.Table]:
+    if file.kind == "csv":
+        yield from _csv_tables(file, typed=False, count_only=count_only)
+        return
+    yield from _jsonl_tolerant(file, batch_rows)
+
+
+def _jsonl_tolerant(file: InputFile, batch_rows: int) -> Iterator[pa.Table]:
+    """Line by line (only after the fast reader failed): every line becomes a row or a reject."""
+    with file.path.open("rb") as handle:
+        lines: list[bytes] = []
+        for line in handle:
+            if line.strip():
+                lines.append(line)
+                if len(lines) >= batch_rows:
+                    yield _jsonl_rows(lines)
+                    lines = []
+        if lines:
+            yield _jsonl_rows(lines)
+
+
+def _jsonl_rows(lines: Sequence[bytes]) -> pa.Table:
+    n = len(lines)
+    ids: list[str | None] = [None] * n
+    sent: list[str | None] = [None] * n
+    reasons: list[str | None] = [None] * n
+    values = np.full((n, len(FEATURES)), np.nan)
+    for i, line in enumerate(lines):
+        try:
+            record = check_record(orjson.loads(line), require_id=False)
+        except orjson.JSONDecodeError as exc:
+            reasons[i] = f"invalid JSON: {exc}"
+        except RecordInvalid as exc:
+            reasons[i] = str(exc)
+        else:
+            ids[i], sent[i] = record.id, record.sent_at
+            values[i] = record.features
+    columns: dict[str, Any] = {"id": pa.array(ids, pa.string())}
+    columns.update({name: pa.array(values[:, j]) for j, name in enumerate(FEATURES)})
+    columns["sent_at"] = pa.array(sent, pa.string())
+    columns["_reason"] = pa.array(reasons, pa.string())
+    return pa.table(columns)
+
+
+def _to_float(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Numbers as float64; text parsed where it is a number, null (→ NaN, rejected) where not."""
+    kind = column.type
+    if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_decimal(kind):
+        return column.cast(pa.float64())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            return column.cast(pa.float64())
+        except pa.ArrowInvalid:
+            numeric = pc.match_substring_regex(column, _NUMBER)
+            cleaned = pc.utf8_trim_whitespace(pc.if_else(numeric, column, pa.scalar(None, column.type)))
+            return cleaned.cast(pa.float64())
+    if pa.types.is_null(kind):
+        return pa.chunked_array([pa.nulls(len(column), pa.float64())])
+    raise pa.ArrowInvalid(f"column of type {kind} is not numeric")
+
+
+def _normalise(table: pa.Table, count_only: bool = False) -> pa.Table:
+    if count_only:
+        return table
+    columns: dict[str, Any] = {}
+    if "id" in table.column_names:
+        ids = table["id"]
+        columns["id"] = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
+    for name in FEATURES:
+        columns[name] = _to_float(table[name])
+    for extra in ("sent_at", "_reason", "_ts"):
+        if extra in table.column_names:
+            columns[extra] = table[extra]
+    return pa.table(columns)
+
+
+def fill_ids(table: pa.Table, first_row: int) -> tuple[pa.ChunkedArray, npt.NDArray[np.bool_]]:
+    """The id column (row numbers from ``first_row`` where the input has none) and a mask of ids
+    that are not 1-128 characters long."""
+    n = table.num_rows
+    numbers = pa.array(np.arange(first_row, first_row + n, dtype=np.int64)).cast(pa.string())
+    if "id" not in table.column_names:
+        return pa.chunked_array([numbers]), np.ones(n, dtype=np.bool_)
+    given = table["id"]
+    ids = pc.if_else(pc.is_null(given), numbers, given)
+    lengths = pc.utf8_length(ids)
+    ok = pc.and_(pc.greater_equal(lengths, 1), pc.less_equal(lengths, ID_MAX_CHARS))
+    return ids, np.asarray(ok.to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_ipc_part(table: pa.Table, path: Path) -> None:
+    """One Arrow IPC part of a Parquet output: no encoding twice, the merge writes Parquet once."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)
+
+
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+
+
+def _json_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """JSON string literals; per-value encoding only when some value needs escaping."""
+    text = column.cast(pa.large_string())
+    if pc.any(pc.match_substring_regex(text, _NEEDS_ESCAPE)).as_py():
+        return pa.chunked_array(
+            [pa.array([orjson.dumps(v).decode() for v in text.to_pylist()], pa.large_string())]
+        )
+    return pc.binary_join_element_wise(_lit('"'), text, _lit('"'), _lit(""))
+
+
+def _lit(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
+
+
+def jsonl_bytes(table: pa.Table) -> bytes:
+    if table.num_rows == 0:
+        return b""
+    pieces: list[Any] = []
+    for position, name in enumerate(table.column_names):
+        column = table[name]
+        value = column.cast(pa.large_string()) if pa.types.is_floating(column.type) else _json_strings(column)
+        pieces += [_lit(("{" if position == 0 else ",") + orjson.dumps(name).decode() + ":"), value]
+    pieces.append(_lit("}\n"))
+    lines = pc.binary_join_element_wise(*pieces, _lit("")).combine_chunks()
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    return data.to_pybytes()[int(offsets[0]) : int(offsets[-1])] if data is not None else b""
+
+
+def append_rows(table: pa.Table, kind: str, handle: BinaryIO, *, header: bool = False) -> None:
+    """CSV or JSON Lines rows at the end of an open file."""
+    if kind == "csv":
+        pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=header))
+    else:
+        handle.write(jsonl_bytes(table))
+
+
+def merge_parquet_parts(parts: Sequence[Path], destination: Path, schema: pa.Schema) -> None:
+    """Arrow IPC parts, in order, into one Parquet file at ``destination`` (temp file + rename)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    dictionary = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "id"]
+    with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary) as writer:
+        for part in parts:
+            with pa.memory_map(str(part)) as source:
+                writer.write_table(pa.ipc.open_file(source).read_all())
+    os.replace(tmp, destination)

@@ -1,0 +1,236 @@
+"""Backfill over Kafka: read a historical time range of ``iris.requests``, publish to ``iris.predictions``.
+
+The reader never joins the live consumer group: it uses ``group_id=None``, assigns every
+partition itself and reads them one after another (partition order, then offset order), so the
+rows come in the same order on every run. Each partition starts at the offset
+``offsets_for_times`` gives for ``--start``; brokers that cannot answer it (the embedded broker
+returns ``None``) are scanned from the beginning and filtered on the record timestamp. A
+partition stops at its end offset (taken when the run starts) or at its first record after
+``--end``. The range is ``start <= timestamp <= end`` (either side optional).
+
+aiokafka is asynchronous and the backfill loop is not: both classes own a private event loop and
+run one coroutine at a time on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ml.errors import BadInputError, IrisError
+from ml.messages import decode_batch, encode_predictions
+from ml.predict import Scores, prediction_records
+from ml.schema import FEATURES
+from ml.settings import Settings
+
+EMPTY_POLLS_BEFORE_GIVING_UP = 30
+POLL_TIMEOUT_MS = 1000
+
+
+class TopicError(IrisError):
+    code = "kafka_error"
+
+
+def _kafka_config(settings: Settings) -> Any:
+    from consumers.kafka_config import build_kafka_config
+
+    return build_kafka_config(settings)
+
+
+async def _construct(cls: Any, **options: Any) -> Any:
+    """aiokafka clients bind to the running loop when they are built: build them on ours."""
+    return cls(**options)
+
+
+def _call(loop: asyncio.AbstractEventLoop, function: Any, *args: Any) -> Any:
+    """Run a synchronous aiokafka method inside our loop (some of them look the loop up)."""
+
+    async def call() -> Any:
+        return function(*args)
+
+    return loop.run_until_complete(call())
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def read_topic_range(
+    settings: Settings,
+    topic: str,
+    start: datetime | None,
+    end: datetime | None,
+    batch_rows: int,
+) -> Iterator[pa.Table]:
+    """Tables of the messages in the range, each row valid or carrying a ``_reason``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    kafka = _kafka_config(settings)
+    loop = asyncio.new_event_loop()
+    consumer = loop.run_until_complete(
+        _construct(
+            AIOKafkaConsumer,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
+            **kafka.client_options(),
+        )
+    )
+    start_ms, end_ms = _ms(start), _ms(end)
+    try:
+        try:
+            loop.run_until_complete(consumer.start())
+            # A consumer without a subscription caches no topic metadata: ask the cluster once.
+            cluster = loop.run_until_complete(consumer._client.fetch_all_metadata())
+        except KafkaError as exc:
+            raise TopicError(
+                f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
+                f"{type(exc).__name__}."
+            ) from None
+        partitions = sorted(cluster.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise BadInputError(f"topic {topic} does not exist on {kafka.bootstrap_servers}.")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        _call(loop, consumer.assign, tps)
+        first = loop.run_until_complete(consumer.beginning_offsets(tps))
+        last = loop.run_until_complete(consumer.end_offsets(tps))
+        starts = dict(first)
+        if start_ms is not None:
+            starts.update(_offsets_for_times(loop, consumer, tps, start_ms))
+        for tp in tps:
+            if starts[tp] >= last[tp]:
+                continue
+            _call(loop, consumer.seek, tp, starts[tp])
+            yield from _read_partition(loop, consumer, tp, last[tp], start_ms, end_ms, batch_rows, settings)
+    finally:
+        loop.run_until_complete(consumer.stop())
+        loop.close()
+
+
+def _offsets_for_times(
+    loop: asyncio.AbstractEventLoop, consumer: Any, tps: Sequence[Any], start_ms: int
+) -> dict[Any, int]:
+    """Where ``start_ms`` begins in each partition; partitions the broker cannot answer for are
+    left out (they are scanned from the beginning)."""
+    try:
+        found = loop.run_until_complete(consumer.offsets_for_times(dict.fromkeys(tps, start_ms)))
+    except Exception:  # brokers without the ListOffsets-by-time API
+        return {}
+    return {tp: found[tp].offset for tp in tps if found.get(tp) is not None}
+
+
+def _read_partition(
+    loop: asyncio.AbstractEventLoop,
+    consumer: Any,
+    tp: Any,
+    end_offset: int,
+    start_ms: int | None,
+    end_ms: int | None,
+    batch_rows: int,
+    settings: Settings,
+) -> Iterator[pa.Table]:
+    empty_polls = 0
+    while True:
+        batch = loop.run_until_complete(
+            consumer.getmany(tp, timeout_ms=POLL_TIMEOUT_MS, max_records=batch_rows)
+        )
+        messages = batch.get(tp, [])
+        if not messages:
+            if loop.run_until_complete(consumer.position(tp)) >= end_offset:
+                return
+            empty_polls += 1
+            if empty_polls >= EMPTY_POLLS_BEFORE_GIVING_UP:
+                raise TopicError(
+                    f"reading {tp.topic} partition {tp.partition} stalled before offset {end_offset}."
+                )
+            continue
+        empty_polls = 0
+        kept = []
+        finished = False
+        for message in messages:
+            if message.offset >= end_offset or (end_ms is not None and message.timestamp > end_ms):
+                finished = True
+                break
+            if start_ms is None or message.timestamp >= start_ms:
+                kept.append(message)
+            if message.offset >= end_offset - 1:
+                finished = True
+                break
+        if kept:
+            yield messages_table(kept, settings.max_message_bytes)
+        if finished:
+            return
+
+
+def messages_table(messages: Sequence[Any], max_bytes: int) -> pa.Table:
+    """A normalised backfill table (see :mod:`ml.backfill_io`) from consumer records."""
+    n = len(messages)
+    decoded = decode_batch([m.value for m in messages], max_bytes)
+    ids: list[str | None] = [None] * n
+    sent: list[str | None] = [None] * n
+    reasons: list[str | None] = [None] * n
+    values = np.full((n, len(FEATURES)), np.nan)
+    for index, record in zip(decoded.good_idx, decoded.records, strict=True):
+        ids[index], sent[index] = record.id, record.sent_at
+        values[index] = record.features
+    for position, code, detail in decoded.bad:  # (Rejected.index is shadowed by tuple.index)
+        m = messages[position]
+        reasons[position] = f"{code}: {detail} (partition {m.partition}, offset {m.offset})"
+    columns: dict[str, Any] = {"id": pa.array(ids, pa.string())}
+    columns.update({name: pa.array(values[:, j]) for j, name in enumerate(FEATURES)})
+    columns["sent_at"] = pa.array(sent, pa.string())
+    columns["_reason"] = pa.array(reasons, pa.string())
+    columns["_ts"] = pa.array([m.timestamp for m in messages], pa.int64())
+    return pa.table(columns)
+
+
+class TopicPublisher:
+    """Publishes predictions (the ``iris.predictions`` shape, ``source="backfill"``, key = id)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        kafka = _kafka_config(settings)
+        self.topic = topic
+        self.loop = asyncio.new_event_loop()
+        self.producer = self.loop.run_until_complete(
+            _construct(AIOKafkaProducer, **kafka.producer_options(linger_ms=20))
+        )
+        try:
+            self.loop.run_until_complete(self.producer.start())
+        except KafkaError as exc:
+            self.close()
+            raise TopicError(
+                f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
+                f"{type(exc).__name__}."
+            ) from None
+
+    def send(self, ids: Sequence[str], scores: Scores, scored_at: str) -> None:
+        values = encode_predictions(prediction_records(ids, scores, "backfill", scored_at))
+        self.loop.run_until_complete(self._send(ids, values))
+
+    async def _send(self, ids: Sequence[str], values: Sequence[bytes]) -> None:
+        from aiokafka.errors import KafkaError
+
+        try:
+            pending = [
+                await self.producer.send(self.topic, value, key=key.encode())
+                for key, value in zip(ids, values, strict=True)
+            ]
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            raise TopicError(f"publishing to {self.topic} failed: {type(exc).__name__}: {exc}.") from None
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.producer.stop())
+        finally:
+            self.loop.close()
