@@ -42,7 +42,13 @@ Sink = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 def dlq_record(topic: str, message: RawMessage, reason: Rejected) -> Outgoing:
-    """The original key and value, unchanged, with the reason and the source position as headers."""
+    """The original key and value, unchanged, with the reason and the source position as headers.
+
+    A tombstone (value ``None``) keeps its ``None`` value and gets a ``tombstone: 1`` header. A
+    tombstone without a key cannot be produced as such (Kafka clients need a key or a value: the
+    send would fail and the batch be retried forever), so its DLQ copy has the value ``b""``; the
+    header tells it from a real empty value.
+    """
     headers = [
         ("error", reason.code.encode()),
         ("error_detail", reason.detail.encode("utf-8", "replace")),
@@ -50,7 +56,12 @@ def dlq_record(topic: str, message: RawMessage, reason: Rejected) -> Outgoing:
         ("source_partition", str(message.partition).encode()),
         ("source_offset", str(message.offset).encode()),
     ]
-    return Outgoing(topic, message.key, message.value, headers)
+    value = message.value
+    if value is None:
+        headers.append(("tombstone", b"1"))
+        if message.key is None:
+            value = b""
+    return Outgoing(topic, message.key, value, headers)
 
 
 class StreamHandler:

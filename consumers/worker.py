@@ -55,6 +55,8 @@ GRACEFUL_TIMEOUT_S = 6.0
 RETRY_AFTER_FAILURE_S = 1.0
 CONNECT_BACKOFF_MAX_S = 10.0
 DRIFT_TICK_S = 1.0
+BROKER_PROBE_S = 2.0  # how often a connected worker checks that the broker still answers
+BROKER_PROBE_TIMEOUT_S = 5.0
 
 
 def _request_schema() -> dict[str, Any]:
@@ -297,6 +299,9 @@ def _http_server(app: Starlette) -> Any:
 
 
 def _drift_monitor(settings: Settings, metrics: Metrics) -> Any:
+    if not settings.drift_enabled:
+        log_event(log, "drift_disabled", reason="IRIS_DRIFT_ENABLED=false")
+        return None
     try:
         from ml.drift import DriftMonitor
     except (ImportError, AttributeError) as exc:
@@ -323,6 +328,31 @@ async def _drift_loop(drift: Any, producer: AIOKafkaProducer, topic: str) -> Non
         except Exception as exc:
             log_event(log, "drift_tick_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
         await _publish_drift(drift, producer, topic)
+
+
+# --------------------------------------------------------------------------- broker liveness
+
+
+async def _probe_broker(producer: AIOKafkaProducer, state: WorkerState) -> None:
+    """Keep ``state.connected`` true only while the cluster answers a metadata request.
+
+    The consumer and producer reconnect on their own, so a lost broker does not stop the worker
+    (it keeps retrying; nothing is committed while outputs cannot be produced); ``/ready`` turns
+    503 within about ``BROKER_PROBE_S + BROKER_PROBE_TIMEOUT_S`` and back to 200 when it returns.
+    """
+    while True:
+        await asyncio.sleep(BROKER_PROBE_S)
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), BROKER_PROBE_TIMEOUT_S)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if state.connected:
+                log_event(log, "kafka_connection_lost", logging.WARNING, error=error)
+            state.connected, state.kafka_error = False, f"lost: {error}"
+            continue
+        if not state.connected:
+            log_event(log, "kafka_connection_restored")
+        state.connected, state.kafka_error = True, None
 
 
 # --------------------------------------------------------------------------- the process
@@ -370,6 +400,7 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
     producer: AIOKafkaProducer | None = None
     broker: KafkaBroker | None = None
     drift_task: asyncio.Task[None] | None = None
+    probe_task: asyncio.Task[None] | None = None
     try:
         while not holder.ready:
             if await _wait(stop, 0.2):
@@ -427,6 +458,7 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
             topic=settings.requests_topic,
             **kafka.describe(),
         )
+        probe_task = asyncio.create_task(_supervised(lambda: _probe_broker(producer, state), "broker_probe"))
         if drift is not None:
             drift_task = asyncio.create_task(_drift_loop(drift, producer, settings.drift_topic))
         await stop.wait()
@@ -434,6 +466,10 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
     finally:
         state.stopping = True
         started = time.monotonic()
+        if probe_task is not None:
+            probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe_task
         if broker is not None:
             await broker.stop()  # waits for the in-flight batch: produced and committed
         if drift_task is not None:

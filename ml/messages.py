@@ -7,7 +7,8 @@ the batch), bad ones a :class:`Rejected` reason for the dead-letter queue. Reaso
 - ``empty``: the value is missing (a tombstone, ``None``) or zero bytes long;
 - ``too_large``: the value is longer than ``max_bytes`` (``IRIS_MAX_MESSAGE_BYTES``);
 - ``invalid_json``: not one JSON document in UTF-8 (this includes invalid UTF-8, ``NaN`` or
-  ``Infinity`` literals, integers beyond 64 bits and nesting deeper than orjson's limit);
+  ``Infinity`` literals, numbers that overflow a double such as ``1e999``, and nesting deeper
+  than orjson's limit; integers beyond 64 bits are read as floats and so fail validation);
 - ``validation_error``: JSON, but not a valid request (see :func:`ml.schema.check_record`).
 
 :func:`encode_predictions` is the other direction: ``iris.predictions`` dicts to JSON bytes.
