@@ -81,6 +81,9 @@ def _schemas() -> dict[str, Any]:
         "description": "MLflow scoring-server input: exactly one of the four keys.",
         "type": "object",
         "minProperties": 1,
+        "oneOf": [
+            {"required": [key]} for key in ("dataframe_split", "dataframe_records", "instances", "inputs")
+        ],
         "properties": {
             "dataframe_split": {
                 "type": "object",
@@ -111,7 +114,10 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {"schema": {"oneOf": [_ref("IrisRecord"), _ref("BatchRequest")]}}
+                        "application/json": {
+                            # anyOf: a body with "instances" is a batch, whatever else it holds.
+                            "schema": {"anyOf": [_ref("BatchRequest"), _ref("IrisRecord")]}
+                        }
                     },
                 },
                 "responses": {
@@ -130,7 +136,7 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                     "required": True,
                     "content": {
                         "application/json": {"schema": _ref("MlflowRequest")},
-                        "text/csv": {"schema": {"type": "string"}},
+                        "text/csv": {"schema": {"type": "string", "minLength": 1}},
                     },
                 },
                 "responses": {
