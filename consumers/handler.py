@@ -8,9 +8,11 @@ Thin on purpose: decoding and validation live in :mod:`ml.messages`, scoring in
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from consumers.produce import Outgoing
+
+__all__ = ["Outgoing", "RawMessage", "Sink", "StreamHandler", "dlq_record"]
 from ml.messages import Rejected, decode_batch, encode_predictions
 from ml.predict import Scorer, prediction_records
 from ml.schema import to_matrix
@@ -26,16 +28,6 @@ class RawMessage(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
 
 
 Sink = Callable[[Sequence[Outgoing]], Awaitable[None]]

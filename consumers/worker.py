@@ -6,8 +6,13 @@ records (original key, value and headers describing the error) produced, and onl
 broker has acknowledged every one of them are the batch's offsets committed. If anything fails
 the consumer is rewound to the batch's first offsets and the batch is consumed again.
 
-Outputs go through a plain ``AIOKafkaProducer`` (sends gathered per batch, ``linger_ms`` batching):
-FastStream's per-message publish path costs several times more per record.
+Outputs go through a plain ``AIOKafkaProducer``, a whole batch at a time (one record batch per
+partition, see :mod:`consumers.produce`, ``linger_ms=0`` since each batch is complete when it is
+handed over): FastStream's per-message publish path costs several times more per record.
+
+``IRIS_WORKER_BATCH_DELAY_S`` (tests only) sleeps that long after a batch's outputs are
+acknowledged and before its offsets are committed, so a crash test can kill the worker mid-stream
+at the point that costs the most duplicates.
 
 Also here: the HTTP side (``/health``, ``/ready``, ``/metrics``, ``/drift/latest``) served by
 uvicorn in the same event loop, model hot reload, drift windows, broker retries with backoff and
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -39,8 +45,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from consumers.handler import Outgoing, StreamHandler
+from consumers.handler import StreamHandler
 from consumers.kafka_config import KafkaConfig, build_kafka_config
+from consumers.produce import Outgoing, produce_all
 from ml.errors import BadInputError
 from ml.logs import log_event
 from ml.metrics import Metrics
@@ -57,6 +64,14 @@ CONNECT_BACKOFF_MAX_S = 10.0
 DRIFT_TICK_S = 1.0
 BROKER_PROBE_S = 2.0  # how often a connected worker checks that the broker still answers
 BROKER_PROBE_TIMEOUT_S = 5.0
+BATCH_DELAY_ENV = "IRIS_WORKER_BATCH_DELAY_S"
+
+
+def _batch_delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get(BATCH_DELAY_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
 
 
 def _request_schema() -> dict[str, Any]:
@@ -208,14 +223,11 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
 class ProducerSink:
     """Produce a batch of records and wait for every acknowledgement (raises on the first failure)."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = producer
+    def __init__(self, producer: AIOKafkaProducer, max_request_size: int) -> None:
+        self.producer, self.max_request_size = producer, max_request_size
 
     async def __call__(self, outgoing: Sequence[Outgoing]) -> None:
-        send = self.producer.send
-        futures = [await send(o.topic, o.value, key=o.key, headers=o.headers) for o in outgoing]
-        if futures:
-            await asyncio.gather(*futures)
+        await produce_all(self.producer, outgoing, max_request_size=self.max_request_size)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -377,7 +389,7 @@ async def _wait(stop: asyncio.Event, seconds: float) -> bool:
 
 async def serve_worker(settings: Settings, *, http_host: str, http_port: int, stop: asyncio.Event) -> int:
     from ml import tracking
-    from ml.reload import ModelWatcher
+    from ml.reload import ModelWatcher, settle_heap
 
     kafka = build_kafka_config(settings)
     metrics = Metrics()
@@ -406,10 +418,13 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
             if await _wait(stop, 0.2):
                 return 0
         handler: StreamHandler | None = None
+        delay = _batch_delay()
 
         async def on_batch(batch: Sequence[ConsumerRecord[Any, Any]]) -> None:
             assert handler is not None
             predicted, rejected = await handler.handle(batch)
+            if delay:
+                await asyncio.sleep(delay)
             state.counts["predictions"] += predicted
             state.counts["rejected"] += rejected
             state.counts["batches"] += 1
@@ -418,12 +433,12 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
         while broker is None:
             attempt += 1
             candidate = create_broker(settings, on_batch)
-            new_producer = AIOKafkaProducer(**kafka.producer_options())
+            new_producer = AIOKafkaProducer(**kafka.producer_options(linger_ms=0))
             try:
                 await new_producer.start()
                 handler = StreamHandler(
                     scorer,
-                    ProducerSink(new_producer),
+                    ProducerSink(new_producer, kafka.max_request_size),
                     predictions_topic=settings.predictions_topic,
                     dlq_topic=settings.dlq_topic,
                     max_message_bytes=settings.max_message_bytes,
@@ -451,6 +466,7 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
                 continue
             broker, producer = candidate, new_producer
         state.connected, state.kafka_error = True, None
+        settle_heap()  # the Kafka clients are long-lived too
         log_event(
             log,
             "worker_started",

@@ -199,10 +199,10 @@ class TopicPublisher:
         from aiokafka.errors import KafkaError
 
         kafka = _kafka_config(settings)
-        self.topic = topic
+        self.topic, self.max_request_size = topic, kafka.max_request_size
         self.loop = asyncio.new_event_loop()
         self.producer = self.loop.run_until_complete(
-            _construct(AIOKafkaProducer, **kafka.producer_options(linger_ms=20))
+            _construct(AIOKafkaProducer, **kafka.producer_options(linger_ms=0))
         )
         try:
             self.loop.run_until_complete(self.producer.start())
@@ -220,12 +220,11 @@ class TopicPublisher:
     async def _send(self, ids: Sequence[str], values: Sequence[bytes]) -> None:
         from aiokafka.errors import KafkaError
 
+        from consumers.produce import Outgoing, produce_all
+
+        records = [Outgoing(self.topic, key.encode(), value) for key, value in zip(ids, values, strict=True)]
         try:
-            pending = [
-                await self.producer.send(self.topic, value, key=key.encode())
-                for key, value in zip(ids, values, strict=True)
-            ]
-            await asyncio.gather(*pending)
+            await produce_all(self.producer, records, max_request_size=self.max_request_size)
         except KafkaError as exc:
             raise TopicError(f"publishing to {self.topic} failed: {type(exc).__name__}: {exc}.") from None
 

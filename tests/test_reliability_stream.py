@@ -229,10 +229,15 @@ def test_kill_9_three_times_during_50k_loses_nothing(
     expected = valid_ids(messages)
     collector = Collector(own_broker, (PREDICTIONS,))
     collectors.append(collector)
-    env = worker_env(registry, own_broker, tmp_path, IRIS_BATCH_MAX_WAIT_MS="50")
-    # A backlog (published up front): each kill hits a busy worker, the worst case for duplicates.
-    # (Published at a steady 2,500/s instead, the worker idles between small batches and a kill
-    # rarely lands mid-batch: 0 duplicates in our runs.)
+    # The worker drains a 50k backlog in about a second, faster than the test can aim a kill at
+    # it: the test-only hook IRIS_WORKER_BATCH_DELAY_S pauses each batch after its outputs are
+    # acknowledged and before its offsets are committed (about 5 s for the whole run). A kill then
+    # usually lands in that pause, the worst case for duplicates: a whole produced batch is
+    # consumed again.
+    env = worker_env(
+        registry, own_broker, tmp_path, IRIS_BATCH_MAX_WAIT_MS="50", IRIS_WORKER_BATCH_DELAY_S="0.05"
+    )
+    # A backlog (published up front): each kill hits a busy worker.
     publish(own_broker, messages)
     kills: list[dict[str, Any]] = []
     recoveries: list[float] = []

@@ -1,7 +1,8 @@
 """Baseline C: the ceiling of a Python Kafka consumer — copy bytes, no parsing, no model.
 
 Raw aiokafka: ``getmany`` a batch, ``send`` every value unchanged to the output topic, wait for
-the acks, commit. ``python -m bench.baselines.passthrough BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP``.
+the acks, commit. ``linger_ms=0`` like our worker's producer: when a whole batch is sent and then
+awaited, lingering only adds its delay to every batch (with 5 ms this baseline ran at half speed). ``python -m bench.baselines.passthrough BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ async def main(bootstrap: str, source: str, target: str, group: str) -> None:
         session_timeout_ms=6000,
         max_partition_fetch_bytes=4 * 2**20,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 * 2**20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=1 * 2**20)
     await producer.start()
     await consumer.start()
     print("ready", flush=True)
