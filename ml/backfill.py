@@ -19,6 +19,7 @@ kill a run part way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 
 from ml import backfill_io as bio
 from ml.backfill_parts import Progress, Workspace, chunk_delay, fingerprint
+from ml.backfill_pipeline import OrderedWriter, prefetch
 from ml.errors import BadInputError
 from ml.logs import log_event
 from ml.metrics import Metrics
@@ -165,12 +167,24 @@ def output_table(
     classes = pa.array(scores.model.classes.tolist(), pa.string())
     columns: list[Any] = [ids, *features]
     columns.append(pc.take(classes, pa.array(scores.probabilities.argmax(axis=1).astype(np.int64))))
-    columns += [pa.array(scores.probabilities[:, j]) for j in range(len(classes))]
+    by_class = np.ascontiguousarray(scores.probabilities.T)  # one copy, then zero-copy columns
+    columns += [pa.array(by_class[j]) for j in range(len(classes))]
     if compare is not None:
         other = pa.array(compare.model.classes.tolist(), pa.string())
         columns.append(pc.take(other, pa.array(compare.probabilities.argmax(axis=1).astype(np.int64))))
-    columns += [pa.repeat(value, n) for value in (scores.model.name, scores.model.version, scored_at)]
+    columns += [_constant(value, n) for value in (scores.model.name, scores.model.version, scored_at)]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+_CONSTANTS: dict[str, pa.Array] = {}
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    """``value`` repeated ``n`` times: a zero-copy slice of one array built once per value."""
+    whole = _CONSTANTS.get(value)
+    if whole is None or len(whole) < n:
+        whole = _CONSTANTS[value] = pa.repeat(value, n)
+    return whole.slice(0, n)
 
 
 def confusion(scores: Scores, compare: Scores) -> dict[str, dict[str, int]]:
@@ -280,6 +294,16 @@ def score_chunk(
     return ChunkResult(table, scores, good, good_ids, valid, rejects, stats)
 
 
+@dataclass(frozen=True)
+class UnitDone:
+    """Marks the end of input file ``unit`` (``rows`` rows) in the chunk stream. It travels behind
+    the file's last chunk, so the writer records it only once every part of the file is written:
+    a resumed run skips a file the manifest counts only if nothing of it is missing."""
+
+    unit: int
+    rows: int
+
+
 def iter_file_chunks(
     files: list[bio.InputFile],
     owned: list[bool],
@@ -287,7 +311,7 @@ def iter_file_chunks(
     workspace: Workspace | None,
     *,
     reread_done: bool = False,
-) -> Iterator[Chunk]:
+) -> Iterator[Chunk | UnitDone]:
     """Chunks of the owned files; row numbers count every input file (other shards' too)."""
     last_owned = max((i for i, own in enumerate(owned) if own), default=-1)
     offset = 0
@@ -297,8 +321,8 @@ def iter_file_chunks(
         known = workspace.unit_rows(unit) if workspace is not None else None
         if not owned[unit]:
             rows = known if known is not None else bio.count_rows(file)
-            if workspace is not None and known is None:
-                workspace.complete_unit(unit, rows)
+            if known is None:
+                yield UnitDone(unit, rows)
             offset += rows
             continue
         if known is not None and not reread_done:  # every chunk of this file is done
@@ -308,8 +332,8 @@ def iter_file_chunks(
         for index, table in enumerate(bio.read_chunks(file, chunk_rows)):
             yield Chunk(table, unit, index, offset + rows, str(file.path))
             rows += table.num_rows
-        if workspace is not None:
-            workspace.complete_unit(unit, rows)
+        if known is None:
+            yield UnitDone(unit, rows)
         offset += rows
 
 
@@ -373,7 +397,7 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
     drift = _drift_windows(settings, spec, model, scored_at, workspace) if spec is not None else None
 
     if options.from_topic is not None:
-        chunks = iter_topic_chunks(settings, options)
+        chunks: Iterator[Chunk | UnitDone] = iter_topic_chunks(settings, options)
         total = None
     else:
         chunks = iter_file_chunks(files, owned, options.chunk_rows, workspace, reread_done=drift is not None)
@@ -386,40 +410,52 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
 
         publisher = TopicPublisher(settings, options.to_topic)
     out_kind = bio.output_kind(output) if output is not None and publisher is None else None
-    sink = FileSink(workspace, out_kind) if workspace is not None else None
+    sink = FileSink(workspace, out_kind, schema) if workspace is not None else None
+    writer = OrderedWriter() if sink is not None else None
     progress = Progress(total, options.progress)
     delay = chunk_delay()
     stats: list[dict[str, Any]] = []
     resumed = 0
     try:
-        for chunk in chunks:
-            if workspace is not None and workspace.done(chunk.unit, chunk.index):
-                resumed += 1
+        with contextlib.closing(prefetch(chunks)) as items:
+            for chunk in items:
+                if isinstance(chunk, UnitDone):
+                    if writer is not None and workspace is not None:
+                        writer.submit(workspace.complete_unit, chunk.unit, chunk.rows)
+                    continue
+                if workspace is not None and workspace.done(chunk.unit, chunk.index):
+                    resumed += 1
+                    if drift is not None:
+                        _ids, matrix, valid = validate(chunk)
+                        drift.add(matrix[valid], _times(chunk.table, valid))
+                    progress.update(chunk.table.num_rows)
+                    continue
+                result = score_chunk(chunk, scorer, compare_model, scored_at, schema, options.strict)
                 if drift is not None:
-                    _ids, matrix, valid = validate(chunk)
-                    drift.add(matrix[valid], _times(chunk.table, valid))
+                    drift.add(result.matrix, _times(chunk.table, result.valid))
+                if publisher is not None:
+                    publisher.send(result.ids.to_pylist(), result.scores, scored_at)
+                if writer is not None and sink is not None:
+                    writer.submit(sink.write, chunk, result, drift.closed if drift is not None else 0)
+                stats.append(result.stats)
                 progress.update(chunk.table.num_rows)
-                continue
-            result = score_chunk(chunk, scorer, compare_model, scored_at, schema, options.strict)
-            if drift is not None:
-                drift.add(result.matrix, _times(chunk.table, result.valid))
-            if publisher is not None:
-                publisher.send(result.ids.to_pylist(), result.scores, scored_at)
-            if sink is not None:
-                sink.write(chunk, result, drift.closed if drift is not None else 0)
-            stats.append(result.stats)
-            progress.update(chunk.table.num_rows)
-            if delay:
-                time.sleep(delay)
+                if delay:
+                    time.sleep(delay)
+        if writer is not None:
+            writer.drain()
         if drift is not None:
             drift.finish()
     except BadInputError:
+        if writer is not None:
+            writer.close()
         if sink is not None:
             sink.close()
         if workspace is not None:
             shutil.rmtree(workspace.dir, ignore_errors=True)
         raise
     finally:
+        if writer is not None:
+            writer.close()
         if sink is not None:
             sink.close()
         progress.close()
@@ -522,18 +558,33 @@ def _summarise(
 
 
 class FileSink:
-    """Where scored chunks go when there is an ``--output`` (see :mod:`ml.backfill_parts`)."""
+    """Where scored chunks go when there is an ``--output`` (see :mod:`ml.backfill_parts`).
 
-    def __init__(self, workspace: Workspace, kind: str | None) -> None:
+    :meth:`write` runs on the writer thread, one chunk at a time, in input order. A Parquet output
+    is also streamed into its final file as parts complete; :meth:`finish` keeps that file when it
+    holds exactly the run's parts in order (an uninterrupted run) and merges the parts otherwise.
+    """
+
+    def __init__(self, workspace: Workspace, kind: str | None, schema: pa.Schema) -> None:
         self.workspace = workspace
         self.kind = kind
+        self.schema = schema
         self.rejects = workspace.append_log("rejects.jsonl")
         self.rows = workspace.append_log(f"output.{kind}") if kind in ("csv", "jsonl") else None
+        self.stream_path = workspace.dir / "output.parquet.stream"
+        self.stream: Any = None
+        self.streamed: list[str] = []  # parts written to the stream, in order
+        self.stream_opened = False
 
     def write(self, chunk: Chunk, result: ChunkResult, drift_saved: int) -> None:
         name = self.workspace.part_name(chunk.unit, chunk.index)
         if self.kind == "parquet":
             bio.write_ipc_part(result.table, self.workspace.dir / f"{name}.arrow")
+            if self.stream is None:
+                self.stream = bio.parquet_writer(self.stream_path, self.schema)
+                self.stream_opened = True
+            self.stream.write_table(result.table)
+            self.streamed.append(name)
         elif self.rows is not None:
             bio.append_rows(result.table, str(self.kind), self.rows.handle, header=self.rows.size() == 0)
         if result.rejects:
@@ -549,6 +600,9 @@ class FileSink:
         self.rejects.close()
         if self.rows is not None:
             self.rows.close()
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
     def finish(self, output: Path, summary: BackfillSummary, schema: pa.Schema) -> None:
         """Move the results into place (each one atomically) and remove the work folder."""
@@ -556,8 +610,11 @@ class FileSink:
         output.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "parquet":
             names = self.workspace.ordered_parts()
-            parts = [self.workspace.dir / f"{n}.arrow" for n in names]
-            bio.merge_parquet_parts(parts, output, schema)
+            if self.stream_opened and self.streamed == names:
+                os.replace(self.stream_path, output)
+            else:
+                parts = [self.workspace.dir / f"{n}.arrow" for n in names]
+                bio.merge_parquet_parts(parts, output, schema)
         elif self.rows is not None:
             if self.kind == "csv" and self.rows.path.stat().st_size == 0:  # no rows at all: header only
                 with self.rows.path.open("wb") as handle:

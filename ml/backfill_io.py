@@ -356,11 +356,14 @@ def fill_ids(table: pa.Table, first_row: int) -> tuple[pa.ChunkedArray, npt.NDAr
     """The id column (row numbers from ``first_row`` where the input has none) and a mask of ids
     that are not 1-128 characters long."""
     n = table.num_rows
-    numbers = pa.array(np.arange(first_row, first_row + n, dtype=np.int64)).cast(pa.string())
-    if "id" not in table.column_names:
-        return pa.chunked_array([numbers]), np.ones(n, dtype=np.bool_)
-    given = table["id"]
-    ids = pc.if_else(pc.is_null(given), numbers, given)
+    given = table["id"] if "id" in table.column_names else None
+    if given is None or given.null_count:
+        numbers = pa.array(np.arange(first_row, first_row + n, dtype=np.int64)).cast(pa.string())
+        if given is None:
+            return pa.chunked_array([numbers]), np.ones(n, dtype=np.bool_)
+        ids = pc.if_else(pc.is_null(given), numbers, given)
+    else:
+        ids = given
     lengths = pc.utf8_length(ids)
     ok = pc.and_(pc.greater_equal(lengths, 1), pc.less_equal(lengths, ID_MAX_CHARS))
     return ids, np.asarray(ok.to_numpy(zero_copy_only=False), dtype=np.bool_)
@@ -423,12 +426,18 @@ def append_rows(table: pa.Table, kind: str, handle: BinaryIO, *, header: bool = 
         handle.write(jsonl_bytes(table))
 
 
+def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """The output's Parquet settings (dictionary-encoded strings except ids), in one place: the
+    streamed output and the merge of a resumed run must write the same file."""
+    dictionary = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "id"]
+    return pq.ParquetWriter(path, schema, use_dictionary=dictionary)
+
+
 def merge_parquet_parts(parts: Sequence[Path], destination: Path, schema: pa.Schema) -> None:
     """Arrow IPC parts, in order, into one Parquet file at ``destination`` (temp file + rename)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f".{destination.name}.tmp")
-    dictionary = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "id"]
-    with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary) as writer:
+    with parquet_writer(tmp, schema) as writer:
         for part in parts:
             with pa.memory_map(str(part)) as source:
                 writer.write_table(pa.ipc.open_file(source).read_all())

@@ -14,7 +14,8 @@ The manifest (``manifest.json``, rewritten atomically after every part) holds:
 
 CSV and JSON Lines outputs (and the rejects) grow in one file each, written once; a resumed run
 cuts them back to the lengths in the manifest. Parquet output is written as Arrow IPC part files
-and merged into one Parquet file at the end. Data is flushed (or a part renamed into place)
+and, as they complete, streamed into the final Parquet file (a resumed run merges the parts
+instead). Data is flushed (or a part renamed into place)
 before the manifest names its part, so a kill at any moment leaves either a completed part or
 one that is redone.
 """
@@ -26,6 +27,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ class Workspace:
         self.fingerprint = fingerprint
         self.manifest: dict[str, Any] = {}
         self.resumed = False
+        # Parts are completed by the writer thread while the main thread asks what is done.
+        self._lock = threading.Lock()
 
     def open(self, scored_at: str) -> None:
         if self.path.exists():
@@ -89,17 +93,21 @@ class Workspace:
         return str(self.manifest["scored_at"])
 
     def save(self) -> None:
-        write_atomic_bytes(self.path, orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2))
+        with self._lock:
+            data = orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2)
+            write_atomic_bytes(self.path, data)
 
     @staticmethod
     def part_name(unit: int, index: int) -> str:
         return f"part-{unit:05d}-{index:07d}"
 
     def done(self, unit: int, index: int) -> bool:
-        return self.part_name(unit, index) in self.manifest["parts"]
+        with self._lock:
+            return self.part_name(unit, index) in self.manifest["parts"]
 
     def unit_rows(self, unit: int) -> int | None:
-        rows = self.manifest["units"].get(str(unit))
+        with self._lock:
+            rows = self.manifest["units"].get(str(unit))
         return None if rows is None else int(rows)
 
     def complete_part(
@@ -112,9 +120,14 @@ class Workspace:
         drift_saved: int,
         sizes: dict[str, int],
     ) -> None:
-        self.manifest["parts"][self.part_name(unit, index)] = {"unit": unit, "first_row": first_row, **stats}
-        self.manifest["drift_saved"] = drift_saved
-        self.manifest["bytes"] = sizes
+        with self._lock:
+            self.manifest["parts"][self.part_name(unit, index)] = {
+                "unit": unit,
+                "first_row": first_row,
+                **stats,
+            }
+            self.manifest["drift_saved"] = drift_saved
+            self.manifest["bytes"] = sizes
         self.save()
 
     def size(self, name: str) -> int:
@@ -125,11 +138,13 @@ class Workspace:
         return AppendLog(self.dir / name, self.size(name))
 
     def complete_unit(self, unit: int, rows: int) -> None:
-        self.manifest["units"][str(unit)] = rows
+        with self._lock:
+            self.manifest["units"][str(unit)] = rows
         self.save()
 
     def ordered_parts(self) -> list[str]:
-        return sorted(self.manifest["parts"])
+        with self._lock:
+            return sorted(self.manifest["parts"])
 
 
 class AppendLog:

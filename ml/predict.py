@@ -95,7 +95,8 @@ class Scorer:
         self._batch[source].observe(len(scores))
         if len(scores):
             classes = scores.model.classes
-            counts = np.bincount(np.searchsorted(classes, scores.labels), minlength=len(classes))
+            # labels are classes[argmax]: count the indexes, not the strings
+            counts = np.bincount(scores.probabilities.argmax(axis=1), minlength=len(classes))
             version = scores.model.version
             for label, count in zip(classes.tolist(), counts.tolist(), strict=True):
                 if count:
