@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,10 @@ class BackfillSummary:
         return "\n".join(lines)
 
 
+#: what :func:`validate` finds in a chunk: ids, the feature matrix, which rows are valid
+Checked = tuple[pa.ChunkedArray, npt.NDArray[np.float64], npt.NDArray[np.bool_]]
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One normalised input table and where it sits: ``unit`` (input file index), ``index`` within
@@ -117,6 +121,8 @@ class Chunk:
     index: int
     first_row: int
     origin: str
+    #: the result of :func:`validate`, when the reader thread has already run it
+    checked: Checked | None = None
 
 
 def sibling(output: Path, suffix: str) -> Path:
@@ -144,13 +150,18 @@ def parse_time(text: str, option: str) -> datetime:
 # ---------------------------------------------------------------- scoring one chunk
 
 
-def output_schema(classes: npt.NDArray[np.str_], compare: bool) -> pa.Schema:
+def output_schema(classes: npt.NDArray[np.str_], compare: bool, *, dictionary: bool = False) -> pa.Schema:
+    """The output columns. With ``dictionary`` (Parquet output) the label and the constant columns
+    are Arrow dictionaries: built from the argmax indexes at no cost, written by Parquet as they are
+    (no hashing of millions of equal strings) and read back as plain strings (see
+    :func:`ml.backfill_io.parquet_writer`); Arrow IPC parts stay small too."""
+    text = pa.dictionary(pa.int32(), pa.string()) if dictionary else pa.string()
     fields: list[tuple[str, pa.DataType]] = [("id", pa.string())]
     fields += [(name, pa.float64()) for name in FEATURES]
-    fields += [("label", pa.string())] + [(f"prob_{c}", pa.float64()) for c in classes.tolist()]
+    fields += [("label", text)] + [(f"prob_{c}", pa.float64()) for c in classes.tolist()]
     if compare:
-        fields.append(("compare_label", pa.string()))
-    fields += [("model_name", pa.string()), ("model_version", pa.string()), ("scored_at", pa.string())]
+        fields.append(("compare_label", text))
+    fields += [("model_name", text), ("model_version", text), ("scored_at", text)]
     return pa.schema(fields)
 
 
@@ -164,33 +175,45 @@ def output_table(
 ) -> pa.Table:
     """Columns straight from Arrow and numpy: no per-row Python."""
     n = len(scores)
-    classes = pa.array(scores.model.classes.tolist(), pa.string())
+    dictionary = pa.types.is_dictionary(schema.field("label").type)
     columns: list[Any] = [ids, *features]
-    columns.append(pc.take(classes, pa.array(scores.probabilities.argmax(axis=1).astype(np.int64))))
+    columns.append(_labels(scores, dictionary))
     by_class = np.ascontiguousarray(scores.probabilities.T)  # one copy, then zero-copy columns
-    columns += [pa.array(by_class[j]) for j in range(len(classes))]
+    columns += [pa.array(by_class[j]) for j in range(len(scores.model.classes))]
     if compare is not None:
-        other = pa.array(compare.model.classes.tolist(), pa.string())
-        columns.append(pc.take(other, pa.array(compare.probabilities.argmax(axis=1).astype(np.int64))))
-    columns += [_constant(value, n) for value in (scores.model.name, scores.model.version, scored_at)]
+        columns.append(_labels(compare, dictionary))
+    columns += [
+        _constant(value, n, dictionary) for value in (scores.model.name, scores.model.version, scored_at)
+    ]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-_CONSTANTS: dict[str, pa.Array] = {}
+def _labels(scores: Scores, dictionary: bool) -> pa.Array:
+    classes = pa.array(scores.model.classes.tolist(), pa.string())
+    if dictionary:
+        return pa.DictionaryArray.from_arrays(pa.array(scores.index.astype(np.int32)), classes)
+    return pc.take(classes, pa.array(scores.index))
 
 
-def _constant(value: str, n: int) -> pa.Array:
+_CONSTANTS: dict[tuple[str, bool], pa.Array] = {}
+
+
+def _constant(value: str, n: int, dictionary: bool) -> pa.Array:
     """``value`` repeated ``n`` times: a zero-copy slice of one array built once per value."""
-    whole = _CONSTANTS.get(value)
+    whole = _CONSTANTS.get((value, dictionary))
     if whole is None or len(whole) < n:
-        whole = _CONSTANTS[value] = pa.repeat(value, n)
+        if dictionary:
+            zeros = pa.array(np.zeros(n, dtype=np.int32))
+            whole = pa.DictionaryArray.from_arrays(zeros, pa.array([value], pa.string()))
+        else:
+            whole = pa.repeat(value, n)
+        _CONSTANTS[(value, dictionary)] = whole
     return whole.slice(0, n)
 
 
 def confusion(scores: Scores, compare: Scores) -> dict[str, dict[str, int]]:
     a, b = scores.model.classes, compare.model.classes
-    ia = scores.probabilities.argmax(axis=1)
-    ib = compare.probabilities.argmax(axis=1)
+    ia, ib = scores.index, compare.index
     counts = np.bincount(ia * len(b) + ib, minlength=len(a) * len(b)).reshape(len(a), len(b))
     return {
         str(la): {str(lb): int(counts[i, j]) for j, lb in enumerate(b.tolist()) if counts[i, j]}
@@ -238,7 +261,10 @@ class ChunkResult:
     stats: dict[str, Any]
 
 
-def validate(chunk: Chunk) -> tuple[pa.ChunkedArray, npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+def validate(chunk: Chunk) -> Checked:
+    """Ids (row numbers filled in), the feature matrix and which rows are valid."""
+    if chunk.checked is not None:
+        return chunk.checked
     table = chunk.table
     ids, id_ok = bio.fill_ids(table, chunk.first_row)
     columns = {name: table[name].to_numpy() for name in FEATURES}
@@ -278,11 +304,7 @@ def score_chunk(
     compared = score(compare_model, good) if compare_model is not None else None
     table = output_table(good_ids, features, scores, compared, scored_at, schema)
     classes = scores.model.classes.tolist()
-    counts: list[int] = (
-        np.bincount(scores.probabilities.argmax(axis=1), minlength=len(classes)).tolist()
-        if len(scores)
-        else []
-    )
+    counts: list[int] = np.bincount(scores.index, minlength=len(classes)).tolist() if len(scores) else []
     stats: dict[str, Any] = {
         "rows": chunk.table.num_rows,
         "scored": len(scores),
@@ -292,6 +314,15 @@ def score_chunk(
     if compared is not None:
         stats["confusion"] = confusion(scores, compared)
     return ChunkResult(table, scores, good, good_ids, valid, rejects, stats)
+
+
+def with_checks(items: Iterator[Chunk | UnitDone], workspace: Workspace | None) -> Iterator[Chunk | UnitDone]:
+    """Validate chunks ahead of scoring (in the reader thread: Arrow and numpy release the GIL, so
+    the scoring thread only scores). Chunks a resumed run already has are passed on unchecked."""
+    for item in items:
+        if isinstance(item, Chunk) and not (workspace is not None and workspace.done(item.unit, item.index)):
+            item = replace(item, checked=validate(item))
+        yield item
 
 
 @dataclass(frozen=True)
@@ -384,7 +415,6 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
     compare_model = (
         load_model(client, options.compare_with, with_reference=False) if options.compare_with else None
     )
-    schema = output_schema(model.classes, compare_model is not None)
     scorer = Scorer(ModelHolder(model), Metrics())
 
     output = options.output
@@ -410,6 +440,7 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
 
         publisher = TopicPublisher(settings, options.to_topic)
     out_kind = bio.output_kind(output) if output is not None and publisher is None else None
+    schema = output_schema(model.classes, compare_model is not None, dictionary=out_kind == "parquet")
     sink = FileSink(workspace, out_kind, schema) if workspace is not None else None
     writer = OrderedWriter() if sink is not None else None
     progress = Progress(total, options.progress)
@@ -417,7 +448,7 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
     stats: list[dict[str, Any]] = []
     resumed = 0
     try:
-        with contextlib.closing(prefetch(chunks)) as items:
+        with contextlib.closing(prefetch(with_checks(chunks, workspace))) as items:
             for chunk in items:
                 if isinstance(chunk, UnitDone):
                     if writer is not None and workspace is not None:

@@ -48,7 +48,10 @@ INPUT_KINDS: dict[str, str] = {
 }
 OUTPUT_KINDS: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 OPTIONAL_COLUMNS = ("id", "sent_at")
-READ_BLOCK_BYTES = 4 << 20
+#: Arrow's streaming CSV and JSON readers queue up to 32 raw blocks ahead of the consumer, so
+#: peak memory grows with the block size up to 32 blocks of input: 1 MiB blocks keep it at
+#: 32 MiB (4 MiB blocks made a 5M-row CSV peak 1.27x a 1M-row one, bench/RESULTS.md).
+READ_BLOCK_BYTES = 1 << 20
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
@@ -427,10 +430,17 @@ def append_rows(table: pa.Table, kind: str, handle: BinaryIO, *, header: bool = 
 
 
 def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """The output's Parquet settings (dictionary-encoded strings except ids), in one place: the
-    streamed output and the merge of a resumed run must write the same file."""
-    dictionary = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "id"]
-    return pq.ParquetWriter(path, schema, use_dictionary=dictionary)
+    """The output's Parquet settings, in one place: the streamed output and the merge of a resumed
+    run must write the same file. Strings other than ids are dictionary-encoded; the Arrow schema
+    is not stored, so columns written from Arrow dictionaries read back as plain strings."""
+    dictionary = [f.name for f in schema if f.name != "id" and _is_text(f.type)]
+    return pq.ParquetWriter(path, schema, use_dictionary=dictionary, store_schema=False)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind) or (pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type))
+    )
 
 
 def merge_parquet_parts(parts: Sequence[Path], destination: Path, schema: pa.Schema) -> None:

@@ -170,6 +170,11 @@ class MicroBatcher:
                 pending.future.set_result(
                     scores
                     if len(batch) == 1
-                    else Scores(scores.labels[start:end], scores.probabilities[start:end], scores.model)
+                    else Scores(
+                        scores.labels[start:end],
+                        scores.probabilities[start:end],
+                        scores.model,
+                        scores.index[start:end],
+                    )
                 )
             start = end

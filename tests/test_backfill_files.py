@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import Registry
 from typer.testing import CliRunner
@@ -101,6 +102,9 @@ def test_formats_in_and_out_score_like_the_model(
     assert result["scored_at"].nunique() == 1
     assert sum(summary.labels.values()) == N_ROWS - 3
     assert not out.with_name(out.name + ".parts").exists()
+    if target == "parquet":  # written from Arrow dictionaries, read back as plain strings
+        written = pq.read_schema(out)
+        assert {written.field(c).type for c in ("id", "label", "model_name", "scored_at")} == {pa.string()}
 
     rejects = [orjson.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_bytes().splitlines()]
     assert [r["row"] for r in rejects] == sorted(BAD_ROWS)

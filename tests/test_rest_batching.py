@@ -41,7 +41,7 @@ class FakeScorer:
         if self.fail is not None:
             raise self.fail
         labels = np.asarray([f"row-{int(v)}" for v in matrix[:, 0]])
-        return Scores(labels, np.zeros((len(matrix), 3)), model=None)  # type: ignore[arg-type]
+        return Scores(labels, np.zeros((len(matrix), 3)), None, np.zeros(len(matrix), np.intp))  # type: ignore[arg-type]
 
 
 def rows(*starts: int) -> np.ndarray:
