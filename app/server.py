@@ -29,6 +29,7 @@ from ml.metrics import Metrics
 from ml.model import ModelHolder, load_model, mask_uri, parse_model_uri
 from ml.reload import ModelWatcher
 from ml.settings import Settings
+from ml.startup import resume_gc
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
                 self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
     server = Server(config)
+    resume_gc()  # imports and app set-up are done (ml.startup)
     server.run()
     if not server.started:
         raise IrisError(f"the REST service could not start on {host}:{port}; see the log above.")

@@ -55,6 +55,7 @@ from ml.model import ModelHolder
 from ml.predict import Scorer
 from ml.schema import PredictionModel, RecordModel
 from ml.settings import Settings, load_settings
+from ml.startup import resume_gc
 
 log = logging.getLogger(__name__)
 
@@ -518,6 +519,7 @@ def run_worker(settings: Settings, *, http_host: str, http_port: int) -> int:
             loop.add_signal_handler(sig, stop.set)
         return await serve_worker(settings, http_host=http_host, http_port=http_port, stop=stop)
 
+    resume_gc()  # imports are done (ml.startup); the heap is settled again once connected
     return asyncio.run(main())
 
 

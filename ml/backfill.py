@@ -46,6 +46,7 @@ from ml.model import LoadedModel, ModelHolder
 from ml.predict import Scorer, Scores, score, utc_now_iso
 from ml.schema import FEATURES, ID_MAX_CHARS, check_columns, row_errors
 from ml.settings import Settings
+from ml.startup import resume_gc
 
 logger = logging.getLogger(__name__)
 
@@ -447,6 +448,7 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
     delay = chunk_delay()
     stats: list[dict[str, Any]] = []
     resumed = 0
+    resume_gc()  # set-up is done (ml.startup): the loop allocates little, collect as usual
     try:
         with contextlib.closing(prefetch(with_checks(chunks, workspace))) as items:
             for chunk in items:

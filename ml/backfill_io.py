@@ -434,7 +434,11 @@ def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     run must write the same file. Strings other than ids are dictionary-encoded; the Arrow schema
     is not stored, so columns written from Arrow dictionaries read back as plain strings."""
     dictionary = [f.name for f in schema if f.name != "id" and _is_text(f.type)]
-    return pq.ParquetWriter(path, schema, use_dictionary=dictionary, store_schema=False)
+    # Probabilities are incompressible doubles: snappy would spend ~15 ms per million values on them.
+    compression = {f.name: "none" if f.name.startswith("prob_") else "snappy" for f in schema}
+    return pq.ParquetWriter(
+        path, schema, use_dictionary=dictionary, compression=compression, store_schema=False
+    )
 
 
 def _is_text(kind: pa.DataType) -> bool:
