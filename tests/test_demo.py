@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,11 @@ def test_demo_runs_the_whole_flow_and_stops_everything(registry, tmp_path: Path)
     assert "dead-letter queue: 20/20 malformed messages" in out
     drift_lines = [line for line in out.splitlines() if line.strip().startswith(("ok ", "DRIFT"))]
     assert len(drift_lines) >= 5
+    # 3,000 scored rows make six 500-row windows: each is either evaluated or counted as skipped
+    counts = re.search(r"drift windows: (\d+) evaluated, (\d+) skipped", out)
+    assert counts is not None, out
+    assert int(counts[1]) == len(drift_lines)
+    assert int(counts[1]) + int(counts[2]) >= 6
     # In-distribution traffic comes first and is not flagged; the shifted part is.
     assert drift_lines[0].strip().startswith("ok")
     assert drift_lines[-1].strip().startswith("DRIFT")
