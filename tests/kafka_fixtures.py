@@ -188,6 +188,13 @@ def kafka_for_tests() -> Iterator[str]:
         with _testcontainers_kafka() as bootstrap:
             yield bootstrap
         return
+    with own_embedded_broker() as bootstrap:
+        yield bootstrap
+
+
+@contextlib.contextmanager
+def own_embedded_broker() -> Iterator[str]:
+    """A fresh embedded broker for one test or module (stopped on the way out)."""
     proc, bootstrap = start_embedded_broker()
     try:
         yield bootstrap

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from conftest import Registry
-from kafka_fixtures import start_embedded_broker, stop_broker
+from kafka_fixtures import own_embedded_broker
 
 from ml.backfill import BackfillOptions, run_backfill
 
@@ -30,11 +30,8 @@ START, END = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[str]:
-    proc, bootstrap = start_embedded_broker()
-    try:
+    with own_embedded_broker() as bootstrap:
         yield bootstrap
-    finally:
-        stop_broker(proc)
 
 
 def request(i: int) -> bytes:

@@ -18,7 +18,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kafka_fixtures import PARTITIONS, start_embedded_broker, stop_broker
+from kafka_fixtures import PARTITIONS, own_embedded_broker
 
 from consumers.produce import Outgoing, murmur2_many, partitions_for, produce_all
 
@@ -47,11 +47,8 @@ def test_partitions_are_the_default_partitioners(keys: list[bytes | None], count
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[str]:
-    proc, bootstrap = start_embedded_broker()
-    try:
+    with own_embedded_broker() as bootstrap:
         yield bootstrap
-    finally:
-        stop_broker(proc)
 
 
 async def _read_all(

@@ -30,6 +30,7 @@ from kafka_fixtures import (
     _ensure_topics,
     docker_available,
     free_port,
+    own_embedded_broker,
     start_embedded_broker,
     stop_broker,
 )
@@ -49,11 +50,8 @@ SETTINGS = load_settings(environ={})
 
 @pytest.fixture
 def own_broker() -> Iterator[str]:
-    proc, bootstrap = start_embedded_broker()
-    try:
+    with own_embedded_broker() as bootstrap:
         yield bootstrap
-    finally:
-        stop_broker(proc)
 
 
 class Worker:
