@@ -607,7 +607,6 @@ class FileSink:
         self.stream_path = workspace.dir / "output.parquet.stream"
         self.stream: Any = None
         self.streamed: list[str] = []  # parts written to the stream, in order
-        self.stream_opened = False
 
     def write(self, chunk: Chunk, result: ChunkResult, drift_saved: int) -> None:
         name = self.workspace.part_name(chunk.unit, chunk.index)
@@ -615,7 +614,6 @@ class FileSink:
             bio.write_ipc_part(result.table, self.workspace.dir / f"{name}.arrow")
             if self.stream is None:
                 self.stream = bio.parquet_writer(self.stream_path, self.schema)
-                self.stream_opened = True
             self.stream.write_table(result.table)
             self.streamed.append(name)
         elif self.rows is not None:
@@ -643,7 +641,7 @@ class FileSink:
         output.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "parquet":
             names = self.workspace.ordered_parts()
-            if self.stream_opened and self.streamed == names:
+            if self.streamed and self.streamed == names:
                 os.replace(self.stream_path, output)
             else:
                 parts = [self.workspace.dir / f"{n}.arrow" for n in names]

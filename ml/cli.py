@@ -297,12 +297,12 @@ def demo() -> None:
 #: large heap) takes 0.5-1 s of pure waiting, a fifth of a 1M-row backfill (bench/RESULTS.md).
 FAST_EXIT_COMMANDS = frozenset({"backfill"})
 #: Commands that start with the garbage collector paused and resume it once set up (ml.startup).
-FAST_START = frozenset({"backfill", "serve", "worker"})
+FAST_START_COMMANDS = frozenset({"backfill", "serve", "worker"})
 
 
 def main() -> None:
     command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    if command in FAST_START:
+    if command in FAST_START_COMMANDS:
         from ml.startup import pause_gc
 
         pause_gc()
