@@ -14,7 +14,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -55,8 +55,20 @@ def _class_stats() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     return [str(s) for s in means.index], means.to_numpy(), stds.to_numpy(), overall
 
 
-def sample_rows(count: int, *, shift: float = 0.0, seed: int = 0, start: int = 0) -> list[dict[str, Any]]:
-    """``count`` valid request dicts (species chosen uniformly; features rounded to 0.01 cm)."""
+def sample_rows(
+    count: int,
+    *,
+    shift: float = 0.0,
+    seed: int = 0,
+    start: int = 0,
+    rate: float = 0.0,
+    positions: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """``count`` valid request dicts (species chosen uniformly; features rounded to 0.01 cm).
+
+    ``sent_at`` is now, or with a ``rate`` the time each row is due to be sent: row ``n`` (at
+    ``positions[n]`` in the whole sequence, default ``n``) goes ``positions[n] / rate`` s from now.
+    """
     rng = np.random.default_rng(seed)
     _, means, stds, overall = _class_stats()
     species = rng.integers(0, len(means), size=count)
@@ -66,11 +78,20 @@ def sample_rows(count: int, *, shift: float = 0.0, seed: int = 0, start: int = 0
             column = FEATURES.index(name)
             values[:, column] += shift * overall[column]
     values = np.clip(np.round(values, 2), 0.01, FEATURE_MAX)
-    sent_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC)
+    if rate > 0:
+        due = range(count) if positions is None else positions
+        stamps = [_iso(now + timedelta(seconds=p / rate)) for p in due]
+    else:
+        stamps = [_iso(now)] * count
     return [
         {"id": f"r-{seed}-{start + n}", **dict(zip(FEATURES, row, strict=True)), "sent_at": sent_at}
-        for n, row in enumerate(values.tolist())
+        for n, (row, sent_at) in enumerate(zip(values.tolist(), stamps, strict=True))
     ]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def bad_message(kind: str, n: int, seed: int = 0) -> Message:
@@ -92,17 +113,20 @@ def bad_message(kind: str, n: int, seed: int = 0) -> Message:
     return record_id.encode(), bodies[kind]
 
 
-def sample_messages(count: int, *, shift: float = 0.0, bad: int = 0, seed: int = 0) -> list[Message]:
-    """``count`` valid requests with ``bad`` malformed ones spread evenly among them."""
-    valid: list[Message] = [
-        (row["id"].encode(), orjson.dumps(row)) for row in sample_rows(count, shift=shift, seed=seed)
-    ]
+def sample_messages(
+    count: int, *, shift: float = 0.0, bad: int = 0, seed: int = 0, rate: float = 0.0
+) -> list[Message]:
+    """``count`` valid requests with ``bad`` malformed ones spread evenly among them (``sent_at``
+    as in :func:`sample_rows`: with a ``rate``, when each message is due to be sent)."""
+    total = count + bad
+    # The i-th malformed message goes at position int((i + 0.5) * total / bad).
+    slots = {int((i + 0.5) * total / bad) for i in range(bad)} if bad else set()
+    positions = [p for p in range(total) if p not in slots]
+    rows = sample_rows(count, shift=shift, seed=seed, rate=rate, positions=positions)
+    valid: list[Message] = [(row["id"].encode(), orjson.dumps(row)) for row in rows]
     if not bad:
         return valid
     malformed = [bad_message(BAD_KINDS[i % len(BAD_KINDS)][0], i, seed) for i in range(bad)]
-    total = count + bad
-    # The i-th malformed message goes at position int((i + 0.5) * total / bad).
-    slots = {int((i + 0.5) * total / bad) for i in range(bad)}
     bad_iter, valid_iter = iter(malformed), iter(valid)
     return [next(bad_iter) if position in slots else next(valid_iter) for position in range(total)]
 
@@ -170,7 +194,7 @@ def _progress(total: int) -> Any:
 
 def run_publish(settings: Settings, *, count: int, rate: float, shift: float, bad: int, seed: int) -> int:
     """``iris-scorer publish``: prints one final count line; 0 on success."""
-    messages = sample_messages(count, shift=shift, bad=bad, seed=seed)
+    messages = sample_messages(count, shift=shift, bad=bad, seed=seed, rate=rate)
     started = time.monotonic()
     sent = asyncio.run(send_messages(settings, messages, rate=rate, progress=sys.stderr.isatty()))
     elapsed = max(time.monotonic() - started, 1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import datetime
 
 import numpy as np
 import orjson
@@ -57,6 +58,27 @@ def test_bad_messages_are_interleaved_and_varied() -> None:
     decoded = decode_batch([value for _, value in messages], 1_000_000)
     assert len(decoded.records) == 100
     assert {b.code for b in decoded.bad} == {reason for _, reason in BAD_KINDS}
+
+
+def test_with_a_rate_sent_at_is_when_each_message_is_due() -> None:
+    messages = sample_messages(8, bad=2, seed=3, rate=4.0)  # one message every 250 ms
+    stamps = {}
+    for position, (_key, value) in enumerate(messages):
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(body, dict) and "sent_at" in body and not body["id"].startswith("bad-"):
+            stamps[position] = datetime.fromisoformat(body["sent_at"].replace("Z", "+00:00"))
+    assert len(stamps) == 8
+    first = min(stamps)
+    for position, moment in stamps.items():
+        expected = (position - first) * 0.25
+        assert abs((moment - stamps[first]).total_seconds() - expected) < 0.002, (position, moment)
+
+
+def test_without_a_rate_all_rows_share_one_sent_at() -> None:
+    assert len({row["sent_at"] for row in sample_rows(50, seed=4)}) == 1
 
 
 @pytest.mark.slow
