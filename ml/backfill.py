@@ -501,7 +501,7 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> BackfillSummar
     summary.resumed_parts = resumed if workspace is not None and workspace.resumed else 0
     summary.drift_reports = drift.reports if drift is not None else []
     if output is not None and sink is not None:
-        sink.finish(output, summary, schema)
+        sink.finish(output, summary)
     summary.seconds = time.monotonic() - started
     log_event(
         logger,
@@ -593,9 +593,10 @@ def _summarise(
 class FileSink:
     """Where scored chunks go when there is an ``--output`` (see :mod:`ml.backfill_parts`).
 
-    :meth:`write` runs on the writer thread, one chunk at a time, in input order. A Parquet output
-    is also streamed into its final file as parts complete; :meth:`finish` keeps that file when it
-    holds exactly the run's parts in order (an uninterrupted run) and merges the parts otherwise.
+    :meth:`write` runs on the writer thread, one chunk at a time, in input order. A fresh run's
+    Parquet output is also streamed into its final file as parts complete, and :meth:`finish`
+    keeps that file when it holds exactly the run's parts in order; a resumed run (or one whose
+    stream misses parts) merges the parts instead.
     """
 
     def __init__(self, workspace: Workspace, kind: str | None, schema: pa.Schema) -> None:
@@ -607,15 +608,17 @@ class FileSink:
         self.stream_path = workspace.dir / "output.parquet.stream"
         self.stream: Any = None
         self.streamed: list[str] = []  # parts written to the stream, in order
+        self.streaming = kind == "parquet" and not workspace.resumed  # a resumed run merges anyway
 
     def write(self, chunk: Chunk, result: ChunkResult, drift_saved: int) -> None:
         name = self.workspace.part_name(chunk.unit, chunk.index)
         if self.kind == "parquet":
             bio.write_ipc_part(result.table, self.workspace.dir / f"{name}.arrow")
-            if self.stream is None:
-                self.stream = bio.parquet_writer(self.stream_path, self.schema)
-            self.stream.write_table(result.table)
-            self.streamed.append(name)
+            if self.streaming:
+                if self.stream is None:
+                    self.stream = bio.parquet_writer(self.stream_path, self.schema)
+                self.stream.write_table(result.table)
+                self.streamed.append(name)
         elif self.rows is not None:
             bio.append_rows(result.table, str(self.kind), self.rows.handle, header=self.rows.size() == 0)
         if result.rejects:
@@ -635,7 +638,7 @@ class FileSink:
             self.stream.close()
             self.stream = None
 
-    def finish(self, output: Path, summary: BackfillSummary, schema: pa.Schema) -> None:
+    def finish(self, output: Path, summary: BackfillSummary) -> None:
         """Move the results into place (each one atomically) and remove the work folder."""
         self.close()
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -645,11 +648,11 @@ class FileSink:
                 os.replace(self.stream_path, output)
             else:
                 parts = [self.workspace.dir / f"{n}.arrow" for n in names]
-                bio.merge_parquet_parts(parts, output, schema)
+                bio.merge_parquet_parts(parts, output, self.schema)
         elif self.rows is not None:
             if self.kind == "csv" and self.rows.path.stat().st_size == 0:  # no rows at all: header only
                 with self.rows.path.open("wb") as handle:
-                    bio.append_rows(schema.empty_table(), "csv", handle, header=True)
+                    bio.append_rows(self.schema.empty_table(), "csv", handle, header=True)
             os.replace(self.rows.path, output)
         if self.kind is not None:
             summary.output = output

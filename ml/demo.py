@@ -252,15 +252,18 @@ def run_demo(settings: Settings) -> int:
 
 def skipped_windows(metrics_url: str) -> int | None:
     """The worker's ``iris_drift_windows_skipped_total`` summed over reasons (None if unreadable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         text = httpx.get(metrics_url, timeout=5).text
     except httpx.HTTPError:
         return None
     return int(
         sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("iris_drift_windows_skipped_total")
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "iris_drift_windows_skipped_total"
         )
     )
 
