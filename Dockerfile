@@ -22,6 +22,7 @@ COPY pyproject.toml README.md ./
 COPY ml ./ml
 COPY app ./app
 COPY consumers ./consumers
+COPY iris_scorer ./iris_scorer
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . && pip check
 
 # ---------------------------------------------------------------- runtime: no compilers, non-root

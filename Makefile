@@ -37,8 +37,8 @@ train: install
 	$(BIN)/iris-scorer train
 
 lint: install
-	$(BIN)/ruff check app ml consumers tests bench
-	$(BIN)/ruff format --check app ml consumers tests bench
+	$(BIN)/ruff check app ml consumers iris_scorer tests bench
+	$(BIN)/ruff format --check app ml consumers iris_scorer tests bench
 
 typecheck: install
 	$(BIN)/mypy

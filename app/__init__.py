@@ -1,5 +1,5 @@
 """Starlette REST adapter over :mod:`ml`: decode → validate (``ml.schema``) → score
-(``ml.predict.Scorer`` through the ``ml.batching`` micro-batcher) → encode.
+(``ml.predict.Scorer`` through the ``app.batching`` micro-batcher) → encode.
 
 Modules: ``server`` (``create_app``, ``serve``), ``routes`` (handlers), ``inputs`` (payload
 formats), ``encoding`` (bounded body reader, orjson), ``errors`` (the one error renderer),

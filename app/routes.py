@@ -12,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.batching import BatcherClosed, MicroBatcher
 from app.encoding import JSON, decode_json, json_response, media_type, read_body
 from app.errors import ShuttingDown, UnsupportedMediaType
 from app.inputs import csv_records, many_records, mlflow_records, one_record
-from ml.batching import BatcherClosed, MicroBatcher
 from ml.errors import Unauthorized
 from ml.metrics import Metrics
 from ml.model import ModelHolder

@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import uvicorn
 from mlflow.tracking import MlflowClient
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,20 +30,35 @@ from ml.metrics import Metrics
 from ml.model import ModelHolder, load_model, mask_uri, parse_model_uri
 from ml.reload import ModelWatcher
 from ml.settings import Settings
-from ml.startup import resume_gc
 
 log = logging.getLogger(__name__)
 
 WatcherFactory = Callable[[MlflowClient, ModelHolder, Metrics], ModelWatcher]
+Hook = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
 
 
 def default_watcher(
-    settings: Settings, client: MlflowClient, holder: ModelHolder, metrics: Metrics
+    settings: Settings,
+    client: MlflowClient,
+    holder: ModelHolder,
+    metrics: Metrics,
+    *,
+    settle_heap: Hook = _nothing,
 ) -> ModelWatcher:
     # The REST service never computes drift: skip downloading the reference data.
     loader = functools.partial(load_model, with_reference=False)
     return ModelWatcher(
-        client, settings.model_uri, holder, metrics, poll_seconds=settings.model_poll_seconds, loader=loader
+        client,
+        settings.model_uri,
+        holder,
+        metrics,
+        poll_seconds=settings.model_poll_seconds,
+        loader=loader,
+        after_swap=settle_heap,
     )
 
 
@@ -52,6 +68,7 @@ def create_app(
     holder: ModelHolder | None = None,
     metrics: Metrics | None = None,
     watcher_factory: WatcherFactory | None = None,
+    settle_heap: Hook = _nothing,
 ) -> Starlette:
     """The app. With ``holder`` (a loaded model) and no ``watcher_factory`` the registry is not used."""
     watch = holder is None or watcher_factory is not None
@@ -66,8 +83,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         if watch:
-            client = tracking.configure(settings.mlflow_tracking_uri)
-            factory = watcher_factory or functools.partial(default_watcher, settings)
+            client = tracking.client(settings.mlflow_tracking_uri)
+            factory = watcher_factory or functools.partial(default_watcher, settings, settle_heap=settle_heap)
             state.watcher = factory(client, state.holder, state.metrics)
             tasks.append(asyncio.create_task(state.watcher.run(), name="model-watcher"))
         elif state.holder.ready:
@@ -111,14 +128,50 @@ def create_app(
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn: one process, uvicorn's access log off (ours is structured)."""
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn, with SIGTERM and SIGINT handled by :func:`serve` instead of uvicorn's own handlers."""
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_until_signal(server: uvicorn.Server) -> int | None:
+    """Serve; the first SIGTERM/SIGINT stops gracefully, a second one forces the exit.
+    Returns the signal that stopped the server (None if it stopped by itself)."""
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def stop(sig: int) -> None:
+        received.append(sig)
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    await server.serve()
+    return received[0] if received else None
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    on_ready: Hook = _nothing,
+    settle_heap: Hook = _nothing,
+) -> None:
+    """Run the service with uvicorn: one process, uvicorn's access log off (ours is structured).
+
+    SIGTERM is an ordinary stop (graceful, exit 0); Ctrl-C stops gracefully too and is reported as
+    an interrupt (exit 130). ``on_ready`` runs once the app is built, before serving;
+    ``settle_heap`` after each model swap (the entry point's GC policy, :mod:`iris_scorer.process`).
+    """
     configure_logging(settings.log_level)
     parse_model_uri(settings.model_uri)  # a malformed IRIS_MODEL_URI stops start-up with a sentence
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, settle_heap=settle_heap),
         host=host,
         port=port,
         access_log=False,
@@ -127,18 +180,13 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            with super().capture_signals():
-                yield
-                # Shut down gracefully by now: SIGTERM is an ordinary stop (exit 0), while
-                # uvicorn would re-raise it and die by the signal; Ctrl-C still exits 130.
-                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
-
-    server = Server(config)
-    resume_gc()  # imports and app set-up are done (ml.startup)
-    server.run()
+    server = _Server(config)
+    on_ready()
+    try:
+        stopped_by = asyncio.run(_serve_until_signal(server))
+    except SystemExit:  # uvicorn exits 1 when it cannot bind or the lifespan fails
+        stopped_by = None
     if not server.started:
         raise IrisError(f"the REST service could not start on {host}:{port}; see the log above.")
+    if stopped_by == signal.SIGINT:
+        raise KeyboardInterrupt

@@ -55,7 +55,6 @@ from ml.model import ModelHolder
 from ml.predict import Scorer
 from ml.schema import PredictionModel, RecordModel
 from ml.settings import Settings, load_settings
-from ml.startup import resume_gc
 
 log = logging.getLogger(__name__)
 
@@ -316,9 +315,14 @@ def _drift_monitor(settings: Settings, metrics: Metrics) -> Any:
         log_event(log, "drift_disabled", reason="IRIS_DRIFT_ENABLED=false")
         return None
     try:
-        from ml.drift import DriftMonitor
+        from consumers.drift_monitor import DriftMonitor
     except (ImportError, AttributeError) as exc:
-        log_event(log, "drift_disabled", logging.WARNING, reason=f"ml.drift.DriftMonitor unavailable: {exc}")
+        log_event(
+            log,
+            "drift_disabled",
+            logging.WARNING,
+            reason=f"consumers.drift_monitor.DriftMonitor unavailable: {exc}",
+        )
         return None
     return DriftMonitor(settings, metrics)
 
@@ -388,9 +392,20 @@ async def _wait(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-async def serve_worker(settings: Settings, *, http_host: str, http_port: int, stop: asyncio.Event) -> int:
+def _nothing() -> None:
+    return None
+
+
+async def serve_worker(
+    settings: Settings,
+    *,
+    http_host: str,
+    http_port: int,
+    stop: asyncio.Event,
+    settle_heap: Callable[[], None] = _nothing,
+) -> int:
     from ml import tracking
-    from ml.reload import ModelWatcher, settle_heap
+    from ml.reload import ModelWatcher
 
     kafka = build_kafka_config(settings)
     metrics = Metrics()
@@ -402,9 +417,14 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
     http_task = asyncio.create_task(server.serve(sockets=[sock]))
     log_event(log, "worker_http", address=f"http://{http_host}:{sock.getsockname()[1]}")
 
-    client = tracking.configure(settings.mlflow_tracking_uri)
+    client = tracking.client(settings.mlflow_tracking_uri)
     watcher = ModelWatcher(
-        client, settings.model_uri, holder, metrics, poll_seconds=settings.model_poll_seconds
+        client,
+        settings.model_uri,
+        holder,
+        metrics,
+        poll_seconds=settings.model_poll_seconds,
+        after_swap=settle_heap,
     )
     watch_task = asyncio.create_task(_supervised(watcher.run, "model_watcher"))
     state.drift = drift = _drift_monitor(settings, metrics)
@@ -508,8 +528,17 @@ async def serve_worker(settings: Settings, *, http_host: str, http_port: int, st
         log_event(log, "worker_stopped", seconds=round(time.monotonic() - started, 2), **state.counts)
 
 
-def run_worker(settings: Settings, *, http_host: str, http_port: int) -> int:
-    """``iris-scorer worker``: run until SIGTERM/SIGINT; 0 after a clean stop."""
+def run_worker(
+    settings: Settings,
+    *,
+    http_host: str,
+    http_port: int,
+    on_ready: Callable[[], None] = _nothing,
+    settle_heap: Callable[[], None] = _nothing,
+) -> int:
+    """``iris-scorer worker``: run until SIGTERM/SIGINT; 0 after a clean stop. ``on_ready`` runs
+    once imports are done, ``settle_heap`` after connecting and after each model swap (the entry
+    point's GC policy, :mod:`iris_scorer.process`)."""
     build_kafka_config(settings)  # bad Kafka settings fail before anything starts
 
     async def main() -> int:
@@ -517,9 +546,11 @@ def run_worker(settings: Settings, *, http_host: str, http_port: int) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await serve_worker(settings, http_host=http_host, http_port=http_port, stop=stop)
+        return await serve_worker(
+            settings, http_host=http_host, http_port=http_port, stop=stop, settle_heap=settle_heap
+        )
 
-    resume_gc()  # imports are done (ml.startup); the heap is settled again once connected
+    on_ready()  # imports are done; the heap is settled again once connected
     return asyncio.run(main())
 
 

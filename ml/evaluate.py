@@ -47,8 +47,12 @@ def save_confusion_png(actual: pd.Series, predicted: np.ndarray, path: Path) -> 
 
 def main() -> None:
     settings = load_settings()
-    run: dict[str, Any] = json.loads(paths.TRAIN_RUN.read_text())
-    tracking.configure(settings.mlflow_tracking_uri)
+    with tracking.fluent_run_uri(settings.mlflow_tracking_uri):
+        evaluate_run(json.loads(paths.TRAIN_RUN.read_text()))
+
+
+def evaluate_run(run: dict[str, Any]) -> None:
+    """Score the test split with the run's model; write metrics and plots; log them to the run."""
     model = mlflow.sklearn.load_model(run["model_uri"])
     test = pd.read_csv(paths.TEST_DATA)
     predicted = model.predict(test[list(FEATURES)].to_numpy())

@@ -105,7 +105,7 @@ def resolve(client: MlflowClient, uri: str) -> ModelRef:
 
 
 def _unreachable(client: MlflowClient, exc: BaseException) -> str:
-    tracking_uri = mask_uri(str(client._registry_uri))
+    tracking_uri = mask_uri(str(client.tracking_uri))
     return f"model registry at {tracking_uri} is unreachable ({type(exc).__name__})."
 
 

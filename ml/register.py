@@ -114,7 +114,8 @@ def register_run(client: MlflowClient, params: RegisterParams, run: dict[str, An
     if champion is not None:
         champion_run = client.get_model_version(name, champion).run_id
         champion_f1 = run_metric(client, champion_run, GATE_METRIC) if champion_run else None
-    version = mlflow.register_model(run["model_uri"], name).version
+    with tracking.fluent_run_uri(client.tracking_uri):  # register_model has no client form
+        version = mlflow.register_model(run["model_uri"], name).version
     client.set_model_version_tag(name, str(version), GATE_METRIC, f"{f1:.6f}")
     promoted, reason = decide(params, f1, champion, champion_f1)
     if promoted:
@@ -127,7 +128,7 @@ def main() -> None:
     settings = load_settings()
     run = json.loads(paths.TRAIN_RUN.read_text())
     f1 = float(json.loads(paths.METRICS.read_text())[GATE_METRIC])
-    client = tracking.configure(settings.mlflow_tracking_uri)
+    client = tracking.client(settings.mlflow_tracking_uri)
     decision = register_run(client, params, run, f1)
     paths.REGISTER_DECISION.write_text(json.dumps(asdict(decision), indent=2) + "\n")
     if decision.promoted:

@@ -1,8 +1,15 @@
-"""MLflow connection: tracking URI, experiment with a stable artifact location, fast failure."""
+"""MLflow connection: an explicit client per tracking URI, and a stable artifact location.
+
+Nothing here changes process-wide state: no ``os.environ`` writes and no global tracking URI.
+Callers pass the client they got from :func:`client`. The one exception is :func:`fluent_run_uri`,
+a scope that the training stages need because MLflow's ``log_model`` only works inside a fluent
+run; it restores the previous URIs on exit.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -10,22 +17,24 @@ from mlflow.tracking import MlflowClient
 
 from ml import paths
 
-# A registry that does not answer should fail in seconds, not after MLflow's minutes of retries;
-# callers (the reload loop) retry with their own backoff.
-_FAST_FAIL_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
+
+def client(tracking_uri: str) -> MlflowClient:
+    """A client for ``tracking_uri`` (tracking and registry at the same address)."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def configure(tracking_uri: str) -> MlflowClient:
-    """Point MLflow (tracking and registry) at ``tracking_uri`` and return a client for it."""
-    for key, value in _FAST_FAIL_ENV.items():
-        os.environ.setdefault(key, value)
+@contextlib.contextmanager
+def fluent_run_uri(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``tracking_uri`` for the duration of the block only."""
+    previous_tracking = mlflow.get_tracking_uri()
+    previous_registry = mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
 
 
 def artifact_root(tracking_uri: str) -> str | None:

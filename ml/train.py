@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
-from sklearn.base import ClassifierMixin
+from sklearn.base import ClassifierMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import InvalidParameterError
 
 from ml import paths, tracking
 from ml.data import file_md5
@@ -27,6 +27,18 @@ from ml.schema import FEATURES
 from ml.settings import load_settings
 
 log = logging.getLogger(__name__)
+
+_PROBE_X = np.array(
+    [
+        [5.0, 3.4, 1.5, 0.2],
+        [4.8, 3.1, 1.4, 0.1],
+        [5.9, 2.8, 4.3, 1.3],
+        [6.1, 2.9, 4.6, 1.4],
+        [6.5, 3.0, 5.5, 2.0],
+        [7.1, 3.1, 5.9, 2.2],
+    ]
+)
+_PROBE_Y = np.array(["setosa", "setosa", "versicolor", "versicolor", "virginica", "virginica"])
 
 _CLASSIFIERS: dict[str, type[ClassifierMixin]] = {
     "logistic_regression": LogisticRegression,
@@ -45,8 +57,10 @@ def build_pipeline(params: TrainParams) -> Pipeline:
         raise ParamsError(f"params.yaml: {key}.{unknown[0]} is not a parameter of {cls.__name__}.")
     classifier = cls(**hyper, random_state=params.seed)
     try:
-        classifier._validate_params()
-    except InvalidParameterError as exc:
+        # scikit-learn checks hyper-parameters when fitting, before anything else: one fit of a
+        # copy on a six-row probe (two per class) is the public way to check them now.
+        clone(classifier).fit(_PROBE_X, _PROBE_Y)
+    except (ValueError, TypeError) as exc:
         raise ParamsError(f"params.yaml: {key} is invalid: {exc}") from None
     return Pipeline([("scale", StandardScaler()), ("classifier", classifier)])
 
@@ -73,10 +87,10 @@ def log_training_run(
     pipeline: Pipeline, params: TrainParams, train: pd.DataFrame, tracking_uri: str, data_md5: str
 ) -> dict[str, Any]:
     """Log one MLflow run: params, model (with signature and example), reference data, lineage tags."""
-    client = tracking.configure(tracking_uri)
+    client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(client, tracking_uri)
     features = train[list(FEATURES)]
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with tracking.fluent_run_uri(tracking_uri), mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(
             {"classifier": params.classifier, "seed": params.seed, **params.classifier_params()}
         )

@@ -56,11 +56,9 @@ def train_and_register(tracking_uri: str, *, classifier: str, promote: bool, see
         test[["sepal_length", "sepal_width", "petal_length", "petal_width"]].to_numpy()
     )
     metrics = compute_metrics(test["species"], predicted)
-    client = tracking.configure(tracking_uri)
-    import mlflow
-
-    with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_metrics(metrics)
+    client = tracking.client(tracking_uri)
+    for key, value in metrics.items():
+        client.log_metric(run["run_id"], key, value)
     # A gate of 0 and no comparison: registration only; the alias moves only when asked.
     gate = RegisterParams(model_name="iris-classifier", alias="champion", min_f1_macro=0.0)
     decision = register_run(client, gate.model_copy(update={"alias": "_candidate"}), run, metrics["f1_macro"])
@@ -74,7 +72,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     version = train_and_register(uri, classifier="logistic_regression", promote=True)
-    yield Registry(uri, root, tracking.configure(uri), version)
+    yield Registry(uri, root, tracking.client(uri), version)
 
 
 @pytest.fixture
@@ -82,4 +80,4 @@ def fresh_registry(tmp_path: Path) -> Registry:
     """A registry of its own, for tests that move aliases."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     version = train_and_register(uri, classifier="logistic_regression", promote=True)
-    return Registry(uri, tmp_path, tracking.configure(uri), version)
+    return Registry(uri, tmp_path, tracking.client(uri), version)

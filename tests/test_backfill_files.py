@@ -14,9 +14,10 @@ import pytest
 from conftest import Registry
 from typer.testing import CliRunner
 
-from ml import backfill_io as bio
-from ml.backfill import BackfillOptions, parse_shard, run_backfill
-from ml.cli import app
+from consumers.backfill import files, readers
+from consumers.backfill.options import BackfillOptions, parse_shard
+from consumers.backfill.run import run_backfill
+from iris_scorer.cli import app
 from ml.errors import BadInputError
 from ml.model import load_model
 from ml.predict import score
@@ -46,7 +47,7 @@ def make_frame(n: int = N_ROWS, *, seed: int = 0, with_id: bool = True, bad: boo
 
 
 def write_input(frame: pd.DataFrame, path: Path) -> Path:
-    kind = bio.input_kind(path)
+    kind = files.input_kind(path)
     if kind == "csv":
         frame.to_csv(path, index=False)
     elif kind == "parquet":
@@ -57,7 +58,7 @@ def write_input(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def read_output(path: Path) -> pd.DataFrame:
-    kind = bio.output_kind(path)
+    kind = files.output_kind(path)
     if kind == "csv":
         return pd.read_csv(path, dtype={"id": str, "model_version": str})
     if kind == "parquet":
@@ -276,9 +277,9 @@ def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
 
 def test_rechunk_cuts_exact_chunks() -> None:
     tables = [pa.table({"x": list(range(a, b))}) for a, b in [(0, 3), (3, 3), (3, 10), (10, 11)]]
-    sizes = [t.num_rows for t in bio.rechunk(tables, 4)]
+    sizes = [t.num_rows for t in readers.rechunk(tables, 4)]
     assert sizes == [4, 4, 3]
-    assert [v for t in bio.rechunk(tables, 4) for v in t["x"].to_pylist()] == list(range(11))
+    assert [v for t in readers.rechunk(tables, 4) for v in t["x"].to_pylist()] == list(range(11))
 
 
 def test_a_work_folder_from_other_arguments_is_not_reused(registry: Registry, tmp_path: Path) -> None:

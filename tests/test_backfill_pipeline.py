@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.backfill_pipeline import OrderedWriter, prefetch
+from consumers.backfill.pipeline import OrderedWriter, prefetch
 
 CLI = Path(sys.executable).parent / "iris-scorer"
 

@@ -1,7 +1,8 @@
 """A backfill killed with SIGKILL part way and started again ends with the uninterrupted result.
 
-The command runs as a subprocess with ``IRIS_BACKFILL_CHUNK_DELAY_S`` (a test-only hook that
-sleeps after each chunk) so the kill lands between parts.
+The first run is ``tests/slow_backfill.py`` (the backfill with a pause after each chunk, handed in
+through its ``after_chunk`` parameter) so the kill lands between parts; the resumed and the clean
+runs are the real ``iris-scorer backfill`` command.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ def command(src: Path, out: Path) -> list[str]:
     ]
 
 
-def env(registry: Registry, delay: float = 0.0) -> dict[str, str]:
+def slow_command(src: Path, out: Path, delay_s: float) -> list[str]:
+    helper = Path(__file__).with_name("slow_backfill.py")
+    return [sys.executable, str(helper), str(delay_s), str(src), str(out), str(CHUNK)]
+
+
+def env(registry: Registry) -> dict[str, str]:
     values = dict(os.environ)
-    values.update(
-        MLFLOW_TRACKING_URI=registry.tracking_uri,
-        IRIS_REPORTS_DIR=str(registry.root / "reports"),
-        IRIS_BACKFILL_CHUNK_DELAY_S=str(delay),
-    )
+    values.update(MLFLOW_TRACKING_URI=registry.tracking_uri, IRIS_REPORTS_DIR=str(registry.root / "reports"))
     return values
 
 
@@ -63,7 +65,7 @@ def test_kill_and_resume_equals_a_clean_run(registry: Registry, tmp_path: Path, 
     out = tmp_path / f"resumed.{kind}"
     manifest = tmp_path / f"resumed.{kind}.parts" / "manifest.json"
     proc = subprocess.Popen(
-        command(src, out), env=env(registry, delay=0.4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        slow_command(src, out, 0.4), env=env(registry), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 60

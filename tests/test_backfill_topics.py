@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from conftest import Registry
 from kafka_fixtures import own_embedded_broker
 
-from ml.backfill import BackfillOptions, run_backfill
+from consumers.backfill.options import BackfillOptions
+from consumers.backfill.run import run_backfill
 
 pytestmark = pytest.mark.integration
 

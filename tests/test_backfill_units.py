@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ml.backfill_drift import DriftWindows, WindowSpec, row_times_ms
-from ml.backfill_topics import _offsets_for_times
+from consumers.backfill.drift_windows import DriftWindows, WindowSpec, row_times_ms
+from consumers.backfill.topics import _offsets_for_times
 from ml.errors import BadInputError
 
 HOUR_MS = 3_600_000

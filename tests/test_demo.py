@@ -18,7 +18,7 @@ def test_demo_runs_the_whole_flow_and_stops_everything(registry, tmp_path: Path)
     env = dict(os.environ)
     env.update({"MLFLOW_TRACKING_URI": registry.tracking_uri, "IRIS_REPORTS_DIR": str(tmp_path / "reports")})
     result = subprocess.run(
-        [sys.executable, "-m", "ml.cli", "demo"],
+        [sys.executable, "-m", "iris_scorer.cli", "demo"],
         env=env,
         capture_output=True,
         text=True,

@@ -1,7 +1,7 @@
 """The deploy pieces agree with the code and with each other, and pass their linters.
 
 Fails when a setting, a route, a port, a topic, a consumer group or a CLI command named in
-Dockerfile / docker-compose.yml / deploy/** drifts from ml/settings.py, ml/cli.py, app/ or
+Dockerfile / docker-compose.yml / deploy/** drifts from ml/settings.py, iris_scorer/cli.py, app/ or
 consumers/. Linters (hadolint, actionlint, kubernetes-validate, checkov) run from .venv-tools
 (requirements-tools.txt); kustomize renders need kubectl. Missing tools skip with a reason.
 """
@@ -22,7 +22,7 @@ import typer.main
 import yaml
 from packaging.requirements import Requirement
 
-from ml.cli import app as cli_app
+from iris_scorer.cli import app as cli_app
 from ml.settings import Settings, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,16 +15,9 @@ import pandas as pd
 import pytest
 
 from ml.data import load_raw, split
-from ml.drift import (
-    DriftMonitor,
-    DriftResult,
-    FeatureDrift,
-    add_to_workspace,
-    evaluate_drift,
-    feature_frame,
-    prune_reports,
-    save_report,
-)
+from consumers.drift_monitor import DriftMonitor
+from ml.drift import DriftResult, FeatureDrift, evaluate_drift, feature_frame
+from ml.drift_reports import add_to_workspace, prune_reports, save_report
 from ml.errors import BadInputError, ParamsError
 from ml.metrics import Metrics
 from ml.model import LoadedModel, ModelRef

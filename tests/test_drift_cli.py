@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ml.cli import app
+from iris_scorer.cli import app
 from ml.data import load_raw
 from ml.schema import FEATURES
 

@@ -49,7 +49,7 @@ def test_full_run_registers_a_champion(workdir: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert _ran(result.stdout) == ["prepare", "train", "evaluate", "register"]
     assert (workdir / "dvc.lock").exists()
-    client = tracking.configure(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = tracking.client(f"sqlite:///{workdir / 'mlflow.db'}")
     assert current_alias_version(client, "iris-classifier", "champion") == "1"
     metrics = yaml.safe_load((workdir / "data/evaluation/metrics.json").read_text())
     assert metrics["f1_macro"] >= 0.9
@@ -68,12 +68,12 @@ def test_changing_a_train_param_reruns_only_dependent_stages(workdir: Path) -> N
     result = _repro(workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert _ran(result.stdout) == ["train", "evaluate", "register"]
-    client = tracking.configure(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = tracking.client(f"sqlite:///{workdir / 'mlflow.db'}")
     assert len(client.search_model_versions("name='iris-classifier'")) == 2
 
 
 def test_bad_param_fails_the_stage_and_leaves_the_registry(workdir: Path) -> None:
-    client = tracking.configure(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = tracking.client(f"sqlite:///{workdir / 'mlflow.db'}")
     before = current_alias_version(client, "iris-classifier", "champion")
     versions = len(client.search_model_versions("name='iris-classifier'"))
     params = yaml.safe_load((workdir / "params.yaml").read_text())

@@ -90,7 +90,7 @@ def test_publish_command_sends_everything(tmp_path: object) -> None:
             [
                 sys.executable,
                 "-m",
-                "ml.cli",
+                "iris_scorer.cli",
                 "publish",
                 "--count",
                 "500",
@@ -121,7 +121,7 @@ def test_publish_to_a_missing_broker_fails_with_one_sentence() -> None:
     from kafka_fixtures import free_port
 
     result = subprocess.run(
-        [sys.executable, "-m", "ml.cli", "publish", "--count", "1"],
+        [sys.executable, "-m", "iris_scorer.cli", "publish", "--count", "1"],
         cwd=REPO_ROOT,
         env={"IRIS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"},
         capture_output=True,

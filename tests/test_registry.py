@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ml import tracking
-from ml.cli import app
+from iris_scorer.cli import app
 from ml.errors import BadInputError, ModelNotFound, RegistryUnavailable
 from ml.model import load_model, mask_uri, parse_model_uri, resolve
 from ml.params import RegisterParams
@@ -75,7 +75,7 @@ def test_cli_promote_and_rollback(fresh_registry, monkeypatch: pytest.MonkeyPatc
 
 
 def test_missing_champion_says_run_make_train(tmp_path) -> None:
-    client = tracking.configure(f"sqlite:///{tmp_path / 'empty.db'}")
+    client = tracking.client(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(ModelNotFound, match="no champion model: run `make train`"):
         load_model(client, "models:/iris-classifier@champion")
 
@@ -91,7 +91,7 @@ def test_unreachable_registry_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    client = tracking.configure(f"http://user:topsecret@127.0.0.1:{port}")
+    client = tracking.client(f"http://user:topsecret@127.0.0.1:{port}")
     with pytest.raises(RegistryUnavailable) as info:
         resolve(client, "models:/iris-classifier@champion")
     assert "unreachable" in str(info.value)

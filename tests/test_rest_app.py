@@ -124,7 +124,9 @@ def _mlflow_payloads() -> dict[str, Any]:
 @pytest.mark.parametrize("payload_name", list(_mlflow_payloads()))
 def test_invocations_equals_mlflow_pyfunc(served: Any, registry: Any, payload_name: str) -> None:
     client, _ = served
-    pyfunc = mlflow.pyfunc.load_model(f"models:/iris-classifier/{registry.champion_version}")
+    pyfunc = mlflow.pyfunc.load_model(
+        registry.client.get_model_version_download_uri("iris-classifier", registry.champion_version)
+    )
     expected = pyfunc.predict(pd.DataFrame(ROWS, columns=list(FEATURES)))
     response = client.post("/invocations", json=_mlflow_payloads()[payload_name])
     assert response.status_code == 200, response.text
@@ -135,7 +137,9 @@ def test_invocations_equals_mlflow_pyfunc(served: Any, registry: Any, payload_na
 def test_invocations_reads_csv_like_mlflow(served: Any, registry: Any) -> None:
     client, _ = served
     frame = pd.DataFrame(ROWS, columns=list(FEATURES))
-    pyfunc = mlflow.pyfunc.load_model(f"models:/iris-classifier/{registry.champion_version}")
+    pyfunc = mlflow.pyfunc.load_model(
+        registry.client.get_model_version_download_uri("iris-classifier", registry.champion_version)
+    )
     response = client.post(
         "/invocations", content=frame.to_csv(index=False).encode(), headers={"content-type": "text/csv"}
     )

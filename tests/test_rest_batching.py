@@ -1,4 +1,4 @@
-"""The adaptive micro-batcher (ml.batching): coalescing, bounds, slicing and error propagation.
+"""The adaptive micro-batcher (app.batching): coalescing, bounds, slicing and error propagation.
 
 Deterministic: a scoring function that blocks on an event holds the first batch while more
 requests queue up; no timing is asserted.
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ml.batching import BatcherClosed, MicroBatcher
+from app.batching import BatcherClosed, MicroBatcher
 from ml.predict import Scores
 
 

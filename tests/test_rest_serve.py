@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def cli() -> list[str]:
-    return [sys.executable, "-m", "ml.cli"]
+    return [sys.executable, "-m", "iris_scorer.cli"]
 
 
 @pytest.fixture

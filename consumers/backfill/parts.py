@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import sys
 import threading
@@ -34,13 +33,12 @@ from typing import Any
 
 import orjson
 
-from ml.backfill_io import write_atomic_bytes
+from consumers.backfill.writers import write_atomic_bytes
 from ml.logs import log_event
 
-logger = logging.getLogger("ml.backfill")
+logger = logging.getLogger("consumers.backfill.run")
 
 MANIFEST_VERSION = 1
-CHUNK_DELAY_ENV = "IRIS_BACKFILL_CHUNK_DELAY_S"
 LOG_EVERY_S = 10.0
 
 
@@ -201,10 +199,3 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def chunk_delay() -> float:
-    try:
-        return max(0.0, float(os.environ.get(CHUNK_DELAY_ENV, "0") or 0))
-    except ValueError:
-        return 0.0

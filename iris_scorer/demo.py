@@ -51,7 +51,7 @@ def port_is_free(port: int) -> bool:
 
 
 def _cli() -> list[str]:
-    return [sys.executable, "-m", "ml.cli"]
+    return [sys.executable, "-m", "iris_scorer.cli"]
 
 
 @dataclass
@@ -156,13 +156,13 @@ async def collect(settings: Settings, bootstrap: str, valid: int, bad: int, time
 
 
 def ensure_champion(settings: Settings) -> None:
-    from ml.cli import _has_alias, run_pipeline
+    from ml.pipeline import has_champion, run_pipeline
 
-    if _has_alias(settings):
+    if has_champion(settings):
         print("demo: champion model found in the registry")
         return
     print("demo: no champion model yet: training (dvc repro)")
-    trained = run_pipeline(settings) == 0 and _has_alias(settings)
+    trained = run_pipeline(settings) == 0 and has_champion(settings)
     if not trained and run_pipeline(settings, force=True) != 0:
         raise IrisError("training failed: see the output above.")
 

@@ -7,7 +7,7 @@ row of a later window arrives, and a late row joins the open window. Rows withou
 out of time windows. Windows with fewer than ``IRIS_DRIFT_MIN_ROWS`` rows are skipped.
 
 Each window is compared with the model's reference data by :func:`ml.drift.evaluate_drift` and
-saved by :func:`ml.drift.save_report` (HTML and JSON).
+saved by :func:`ml.drift_reports.save_report` (HTML and JSON).
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ class DriftWindows:
                 self._close_timed()
 
     def _emit(self, rows: npt.NDArray[np.float64], start: datetime, end: datetime) -> None:
-        from ml.drift import evaluate_drift, save_report
+        from ml.drift import evaluate_drift
+        from ml.drift_reports import save_report
 
         index = self.closed
         self.closed += 1

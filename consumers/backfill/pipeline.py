@@ -2,7 +2,7 @@
 
 Reading (pyarrow's CSV and Parquet decoders) and writing (Parquet encoding, Arrow IPC, CSV) run
 in C++ with the GIL released, so one reader thread (which also validates, see
-:func:`ml.backfill.with_checks`) and one writer thread keep both cores busy while the main thread
+:func:`consumers.backfill.run.with_checks`) and one writer thread keep both cores busy while the main thread
 scores. Both queues are short (``depth`` chunks), so memory
 stays bounded by a few chunks whatever the input size, and order is kept: chunks come out of
 :func:`prefetch` in input order and :class:`OrderedWriter` runs its jobs one at a time in

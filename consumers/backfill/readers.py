@@ -1,4 +1,4 @@
-"""Backfill files: finding inputs, reading them in bounded chunks, writing part files and merging them.
+"""Reading backfill inputs in bounded chunks.
 
 Every reader yields *normalised* Arrow tables of exactly ``chunk_rows`` rows (the last one may be
 shorter), so chunk ``k`` of a file always covers the same rows — which is what makes a resumed run
@@ -20,12 +20,8 @@ JSON), the file is re-read from the same row on a tolerant path, so one bad row 
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,84 +32,15 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from consumers.backfill.files import OPTIONAL_COLUMNS, InputFile
 from ml.errors import BadInputError
 from ml.schema import FEATURES, ID_MAX_CHARS, RecordInvalid, check_record
 
-INPUT_KINDS: dict[str, str] = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
-OUTPUT_KINDS: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
-OPTIONAL_COLUMNS = ("id", "sent_at")
 #: Arrow's streaming CSV and JSON readers queue up to 32 raw blocks ahead of the consumer, so
 #: peak memory grows with the block size up to 32 blocks of input: 1 MiB blocks keep it at
 #: 32 MiB (4 MiB blocks made a 5M-row CSV peak 1.27x a 1M-row one, bench/RESULTS.md).
 READ_BLOCK_BYTES = 1 << 20
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: Path
-    kind: str
-    size: int
-    mtime_ns: int
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"path": str(self.path), "size": self.size, "mtime_ns": self.mtime_ns}
-
-
-def input_kind(path: Path) -> str:
-    kind = INPUT_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise BadInputError(
-            f"input {path} has an unsupported extension '{path.suffix or '(none)'}': "
-            "use .csv, .parquet or .jsonl."
-        )
-    return kind
-
-
-def output_kind(path: Path) -> str:
-    kind = OUTPUT_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise BadInputError(
-            f"output {path} has an unsupported extension '{path.suffix or '(none)'}': "
-            "use .parquet, .csv or .jsonl."
-        )
-    return kind
-
-
-def discover_inputs(spec: str) -> list[InputFile]:
-    """A file, a folder (its CSV/Parquet/JSONL files, recursively) or a glob; sorted by path."""
-    path = Path(spec)
-    if path.is_dir():
-        paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_KINDS)
-        if not paths:
-            raise BadInputError(f"input folder {spec} has no .csv, .parquet or .jsonl files.")
-    elif path.is_file():
-        paths = [path]
-    elif glob.has_magic(spec):
-        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        if not paths:
-            raise BadInputError(f"input pattern {spec} matches no files.")
-    else:
-        raise BadInputError(f"input {spec} does not exist.")
-    files = []
-    for p in paths:
-        stat = p.stat()
-        files.append(InputFile(p, input_kind(p), stat.st_size, stat.st_mtime_ns))
-    return files
-
-
-def shard_files(files: Sequence[InputFile], index: int, count: int) -> list[bool]:
-    """Which of the (sorted) files belong to shard ``index`` of ``count``: stable, by position."""
-    return [position % count == index for position in range(len(files))]
-
-
-# ---------------------------------------------------------------- reading
 
 
 def count_rows(file: InputFile) -> int:
@@ -370,89 +297,3 @@ def fill_ids(table: pa.Table, first_row: int) -> tuple[pa.ChunkedArray, npt.NDAr
     lengths = pc.utf8_length(ids)
     ok = pc.and_(pc.greater_equal(lengths, 1), pc.less_equal(lengths, ID_MAX_CHARS))
     return ids, np.asarray(ok.to_numpy(zero_copy_only=False), dtype=np.bool_)
-
-
-# ---------------------------------------------------------------- writing
-
-
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_ipc_part(table: pa.Table, path: Path) -> None:
-    """One Arrow IPC part of a Parquet output: no encoding twice, the merge writes Parquet once."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, path)
-
-
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-
-
-def _json_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """JSON string literals; per-value encoding only when some value needs escaping."""
-    text = column.cast(pa.large_string())
-    if pc.any(pc.match_substring_regex(text, _NEEDS_ESCAPE)).as_py():
-        return pa.chunked_array(
-            [pa.array([orjson.dumps(v).decode() for v in text.to_pylist()], pa.large_string())]
-        )
-    return pc.binary_join_element_wise(_lit('"'), text, _lit('"'), _lit(""))
-
-
-def _lit(text: str) -> pa.Scalar:
-    return pa.scalar(text, pa.large_string())
-
-
-def jsonl_bytes(table: pa.Table) -> bytes:
-    if table.num_rows == 0:
-        return b""
-    pieces: list[Any] = []
-    for position, name in enumerate(table.column_names):
-        column = table[name]
-        value = column.cast(pa.large_string()) if pa.types.is_floating(column.type) else _json_strings(column)
-        pieces += [_lit(("{" if position == 0 else ",") + orjson.dumps(name).decode() + ":"), value]
-    pieces.append(_lit("}\n"))
-    lines = pc.binary_join_element_wise(*pieces, _lit("")).combine_chunks()
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    data = lines.buffers()[2]
-    return data.to_pybytes()[int(offsets[0]) : int(offsets[-1])] if data is not None else b""
-
-
-def append_rows(table: pa.Table, kind: str, handle: BinaryIO, *, header: bool = False) -> None:
-    """CSV or JSON Lines rows at the end of an open file."""
-    if kind == "csv":
-        pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=header))
-    else:
-        handle.write(jsonl_bytes(table))
-
-
-def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """The output's Parquet settings, in one place: the streamed output and the merge of a resumed
-    run must write the same file. Strings other than ids are dictionary-encoded; the Arrow schema
-    is not stored, so columns written from Arrow dictionaries read back as plain strings."""
-    dictionary = [f.name for f in schema if f.name != "id" and _is_text(f.type)]
-    # Probabilities are incompressible doubles: snappy would spend ~15 ms per million values on them.
-    compression = {f.name: "none" if f.name.startswith("prob_") else "snappy" for f in schema}
-    return pq.ParquetWriter(
-        path, schema, use_dictionary=dictionary, compression=compression, store_schema=False
-    )
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_string(kind) or (pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type))
-    )
-
-
-def merge_parquet_parts(parts: Sequence[Path], destination: Path, schema: pa.Schema) -> None:
-    """Arrow IPC parts, in order, into one Parquet file at ``destination`` (temp file + rename)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.name}.tmp")
-    with parquet_writer(tmp, schema) as writer:
-        for part in parts:
-            with pa.memory_map(str(part)) as source:
-                writer.write_table(pa.ipc.open_file(source).read_all())
-    os.replace(tmp, destination)

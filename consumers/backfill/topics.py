@@ -170,7 +170,7 @@ def _read_partition(
 
 
 def messages_table(messages: Sequence[Any], max_bytes: int) -> pa.Table:
-    """A normalised backfill table (see :mod:`ml.backfill_io`) from consumer records."""
+    """A normalised backfill table (see :mod:`consumers.backfill.readers`) from consumer records."""
     n = len(messages)
     decoded = decode_batch([m.value for m in messages], max_bytes)
     ids: list[str | None] = [None] * n

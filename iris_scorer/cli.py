@@ -7,7 +7,6 @@ Heavy imports happen inside each command, so ``iris-scorer --help`` is instant.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -16,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from iris_scorer import process
 from ml.errors import IrisError
 from ml.settings import Settings, load_settings
 
@@ -62,30 +62,6 @@ def settings_from_env() -> Settings:
 # ---------------------------------------------------------------- training and the registry
 
 
-def _has_alias(settings: Settings) -> bool:
-    from ml import tracking
-    from ml.model import resolve
-
-    client = tracking.configure(settings.mlflow_tracking_uri)
-    try:
-        resolve(client, settings.model_uri)
-    except IrisError:
-        return False
-    return True
-
-
-def run_pipeline(settings: Settings, *, force: bool = False) -> int:
-    """``dvc repro`` with this interpreter's ``python`` first on PATH (the stages run ``python -m``)."""
-    if not Path("dvc.yaml").exists():
-        raise fail("dvc.yaml not found in the current folder: run from the repository root.")
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
-    dvc = Path(sys.executable).parent / "dvc"
-    cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *(["--force"] if force else [])]
-    return subprocess.run(cmd, env=env, check=False).returncode
-
-
 @app.command()
 @handles_errors
 def train(
@@ -94,11 +70,13 @@ def train(
     ] = False,
 ) -> None:
     """Run the DVC training pipeline (prepare → train → evaluate → register)."""
+    from ml.pipeline import has_champion, run_pipeline
+
     settings = settings_from_env()
     code = run_pipeline(settings, force=force)
     if code != 0:
         raise fail("the training pipeline failed (see the stage output above).", 1)
-    if not force and not _has_alias(settings):
+    if not force and not has_champion(settings):
         # The pipeline's outputs are up to date but the registry has no champion (e.g. a fresh
         # MLflow store): re-run so the model is logged and registered again.
         typer.echo("pipeline up to date but the registry has no champion: re-running all stages", err=True)
@@ -119,7 +97,7 @@ def promote(
 
     settings = settings_from_env()
     name, _, _ = parse_model_uri(settings.model_uri)
-    client = tracking.configure(settings.mlflow_tracking_uri)
+    client = tracking.client(settings.mlflow_tracking_uri)
     previous = promote_version(client, name, str(version), alias)
     typer.echo(f"{name}@{alias}: v{previous or '-'} → v{version}")
 
@@ -134,7 +112,7 @@ def rollback(alias: Annotated[str, typer.Option(help="Alias to move back.")] = "
 
     settings = settings_from_env()
     name, _, _ = parse_model_uri(settings.model_uri)
-    client = tracking.configure(settings.mlflow_tracking_uri)
+    client = tracking.client(settings.mlflow_tracking_uri)
     current, target = rollback_alias(client, name, alias)
     typer.echo(f"{name}@{alias}: v{current or '-'} → v{target}")
 
@@ -151,7 +129,13 @@ def serve(
     """REST service: POST /predict, /invocations, /health, /ready, /model, /metrics."""
     from app.server import serve as serve_app
 
-    serve_app(settings_from_env(), host=host, port=port)
+    serve_app(
+        settings_from_env(),
+        host=host,
+        port=port,
+        on_ready=process.resume_gc,
+        settle_heap=process.settle_heap,
+    )
 
 
 @app.command()
@@ -165,7 +149,15 @@ def worker(
     """Stream worker: iris.requests → score → iris.predictions, bad messages → DLQ, drift windows."""
     from consumers.worker import run_worker
 
-    raise typer.Exit(run_worker(settings_from_env(), http_host=http_host, http_port=http_port))
+    raise typer.Exit(
+        run_worker(
+            settings_from_env(),
+            http_host=http_host,
+            http_port=http_port,
+            on_ready=process.resume_gc,
+            settle_heap=process.settle_heap,
+        )
+    )
 
 
 @app.command()
@@ -244,7 +236,8 @@ def backfill(
     ] = None,
 ) -> None:
     """Rescore historical files or a topic range."""
-    from ml.backfill import BackfillOptions, parse_shard, parse_time, run_backfill
+    from consumers.backfill.options import BackfillOptions, parse_shard, parse_time
+    from consumers.backfill.run import run_backfill
 
     options = BackfillOptions(
         input=input,
@@ -261,7 +254,7 @@ def backfill(
         drift_window=drift_window,
         progress=progress,
     )
-    summary = run_backfill(settings_from_env(), options)
+    summary = run_backfill(settings_from_env(), options, on_ready=process.resume_gc)
     typer.echo(summary.describe())
 
 
@@ -273,7 +266,7 @@ def drift_report(
     reference: Annotated[Path | None, typer.Option("--reference", help="Defaults to the champion's.")] = None,
 ) -> None:
     """One drift report of current data against a reference."""
-    from ml.drift import write_drift_report
+    from ml.drift_report import write_drift_report
 
     result = write_drift_report(current, reference, output, settings_from_env())
     drifted = ", ".join(result.drifted_features) or "none"
@@ -287,7 +280,7 @@ def drift_report(
 @handles_errors
 def demo() -> None:
     """The whole event flow on embedded defaults (what `make demo` runs)."""
-    from ml.demo import run_demo
+    from iris_scorer.demo import run_demo
 
     raise typer.Exit(run_demo(settings_from_env()))
 
@@ -296,16 +289,15 @@ def demo() -> None:
 #: down an interpreter that has loaded MLflow, SQLAlchemy, scikit-learn and pyarrow (and freeing a
 #: large heap) takes 0.5-1 s of pure waiting, a fifth of a 1M-row backfill (bench/RESULTS.md).
 FAST_EXIT_COMMANDS = frozenset({"backfill"})
-#: Commands that start with the garbage collector paused and resume it once set up (ml.startup).
+#: Commands that start with the garbage collector paused and resume it once set up (iris_scorer.process).
 FAST_START_COMMANDS = frozenset({"backfill", "serve", "worker"})
 
 
 def main() -> None:
     command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    process.fail_fast_on_registry_outage()
     if command in FAST_START_COMMANDS:
-        from ml.startup import pause_gc
-
-        pause_gc()
+        process.pause_gc()
     try:
         app()
     except SystemExit as exc:

@@ -1,0 +1,1 @@
+"""The batch adapter: rescoring files or a topic range with :func:`ml.predict.score`."""

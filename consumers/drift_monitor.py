@@ -1,0 +1,237 @@
+"""The stream worker's drift monitor: windows of scored rows (:mod:`ml.windows`), evaluated off
+the hot path in one child process (:func:`ml.drift_job.run_window`), results drained as
+``iris.drift`` messages."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ml.drift import Evaluator, evaluate_drift, import_evidently, load_drift_params
+from ml.drift_job import WindowTask, run_window, warm_up
+from ml.drift_reports import DriftWorkspace
+from ml.logs import log_event
+from ml.metrics import Metrics
+from ml.model import LoadedModel
+from ml.params import DriftParams
+from ml.schema import FEATURES
+from ml.settings import Settings
+from ml.windows import ClosedWindow, WindowBuffer, WindowConfig
+
+logger = logging.getLogger(__name__)
+
+RESULTS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class _Job:
+    window: ClosedWindow
+    rows: npt.NDArray[np.float64]
+    model: LoadedModel
+
+
+class DriftMonitor:
+    """Drift windows over the scored stream, evaluated off the hot path.
+
+    ``observe`` appends rows under a lock and hands closed windows to a bounded queue without
+    waiting; a full queue skips the window (``iris_drift_windows_skipped{reason="backlog"}``).
+    One background thread evaluates, saves reports and updates the gauges; the stream worker
+    publishes what :meth:`drain_results` returns to ``iris.drift``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        params: DriftParams | None = None,
+        *,
+        evaluator: Evaluator | None = None,
+        clock: Callable[[], float] = time.time,
+        use_process: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.params = params if params is not None else load_drift_params()
+        self._evaluate: Evaluator = evaluator if evaluator is not None else evaluate_drift
+        self._clock = clock
+        self._buffer = WindowBuffer(
+            WindowConfig(
+                max_rows=settings.drift_window_size,
+                max_seconds=settings.drift_window_seconds,
+                min_rows=settings.drift_min_rows,
+            )
+        )
+        self._window_model: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.drift_queue_size)
+        self._results: deque[dict[str, Any]] = deque(maxlen=RESULTS_KEPT)
+        self._latest: dict[str, Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.reports_dir = settings.reports_dir / "drift"
+        self._workspace = DriftWorkspace(settings.reports_dir / "workspace", keep=settings.reports_keep)
+        # Evidently is CPU-heavy Python: in a thread it would take the GIL from the scoring loop.
+        # By default windows are evaluated in one child process (the other core); an injected
+        # evaluator (tests) runs in the thread.
+        self._use_process = (evaluator is None) if use_process is None else use_process
+        self._executor: ProcessPoolExecutor | None = None
+
+    # -- called by the stream worker
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        if self._use_process:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            self._executor.submit(warm_up)  # import Evidently there now, not in the first window
+        elif self._evaluate is evaluate_drift:
+            import_evidently()  # import here, in the caller's thread, not in the middle of a window
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="drift-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish queued windows within ``timeout`` seconds, then stop the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        thread.join(timeout)
+        if thread.is_alive():
+            log_event(logger, "drift_monitor_stop_timeout", logging.WARNING, timeout_s=timeout)
+        self._thread = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=not thread.is_alive(), cancel_futures=True)
+            self._executor = None
+
+    def observe(self, features: npt.NDArray[Any], model: LoadedModel, now: float | None = None) -> None:
+        """Add scored rows (n x 4) to the current window. Never blocks on evaluation."""
+        rows = np.array(features, dtype=np.float64, copy=True)
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURES):
+            raise ValueError(f"expected an (n, {len(FEATURES)}) feature matrix, got shape {rows.shape}")
+        if len(rows) == 0:
+            return
+        now_s = self._clock() if now is None else now
+        with self._lock:
+            previous = self._window_model
+            closed = self._buffer.add(rows, model.version, now_s)
+            self._window_model = model
+            for window, window_rows in closed:
+                same = previous is not None and window.model_version == previous.version
+                self._dispatch(window, window_rows, previous if same and previous else model)
+
+    def tick(self, now: float | None = None) -> None:
+        """Close the current window if it has lasted ``IRIS_DRIFT_WINDOW_SECONDS``."""
+        now_s = self._clock() if now is None else now
+        with self._lock:
+            for window, window_rows in self._buffer.tick(now_s):
+                if self._window_model is not None:
+                    self._dispatch(window, window_rows, self._window_model)
+
+    def drain_results(self) -> list[dict[str, Any]]:
+        """Drift messages of the windows evaluated since the last call, oldest first."""
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                out.append(self._results.popleft())
+            except IndexError:
+                return out
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self._latest
+
+    # -- internals
+
+    def _skip(self, window: ClosedWindow, reason: str) -> None:
+        self.metrics.drift_windows_skipped.labels(reason=reason).inc()
+        log_event(
+            logger,
+            "drift_window_skipped",
+            logging.WARNING if reason != "too_few_rows" else logging.INFO,
+            reason=reason,
+            window=window.index,
+            rows=window.rows,
+            model_version=window.model_version,
+        )
+
+    def _dispatch(self, window: ClosedWindow, rows: npt.NDArray[np.float64], model: LoadedModel) -> None:
+        if window.skip_reason is not None:
+            self._skip(window, window.skip_reason)
+        elif model.reference is None:
+            self._skip(window, "no_reference")
+        else:
+            try:
+                self._queue.put_nowait(_Job(window, rows, model))
+            except queue.Full:
+                self._skip(window, "backlog")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            if job is None:
+                return
+            try:
+                self._process(job)
+            except Exception:
+                self.metrics.drift_windows_skipped.labels(reason="error").inc()
+                logger.exception("drift_window_failed", extra={"window": job.window.index})
+
+    def _process(self, job: _Job) -> None:
+        window, model = job.window, job.model
+        assert model.reference is not None
+        task = WindowTask(
+            reference=model.reference,
+            rows=job.rows,
+            params=self.params,
+            reports_dir=self.reports_dir,
+            workspace_dir=self.settings.reports_dir / "workspace",
+            keep=self.settings.reports_keep,
+            index=window.index,
+            started_at_s=window.started_at_s,
+            ended_at_s=window.ended_at_s,
+            model_version=model.version,
+        )
+        if self._executor is not None:
+            outcome = self._executor.submit(run_window, task).result()
+        else:
+            outcome = run_window(task, self._evaluate, self._workspace)
+        self.metrics.drift_share.set(outcome.drifted_share)
+        self.metrics.dataset_drift.set(1 if outcome.dataset_drift else 0)
+        for name, score in outcome.scores.items():
+            self.metrics.feature_drift_score.labels(feature=name).set(score)
+        self.metrics.drift_windows.inc()
+        self._results.append(outcome.message)
+        self._latest = outcome.message
+        log_event(
+            logger,
+            "drift_window",
+            window=window.index,
+            rows=outcome.rows,
+            dataset_drift=outcome.dataset_drift,
+            drifted_share=outcome.drifted_share,
+            drifted=",".join(outcome.drifted) or "-",
+            model_version=model.version,
+            report=outcome.report,
+        )

@@ -1,0 +1,96 @@
+"""One drift window's evaluation as plain, picklable values: evaluate, save the reports, file the
+snapshot. The stream worker runs :func:`run_window` in its drift process; nothing here starts one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from ml.drift import Evaluator, evaluate_drift, import_evidently
+from ml.drift_reports import DriftWorkspace, drift_message, save_report
+from ml.params import DriftParams
+from ml.schema import FEATURES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """Everything one window's evaluation needs: plain, picklable values."""
+
+    reference: pd.DataFrame
+    rows: npt.NDArray[np.float64]
+    params: DriftParams
+    reports_dir: Path
+    workspace_dir: Path
+    keep: int
+    index: int
+    started_at_s: float
+    ended_at_s: float
+    model_version: str
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    message: dict[str, Any]
+    rows: int
+    drifted_share: float
+    dataset_drift: bool
+    scores: dict[str, float]
+    drifted: list[str]
+    report: str
+
+
+def run_window(
+    task: WindowTask, evaluate: Evaluator | None = None, workspace: DriftWorkspace | None = None
+) -> WindowOutcome:
+    """Evaluate one window, save its reports and file its snapshot. Runs in the drift process
+    (default) or in the monitor's thread (injected evaluators)."""
+    start = datetime.fromtimestamp(task.started_at_s, UTC)
+    end = datetime.fromtimestamp(task.ended_at_s, UTC)
+    current = pd.DataFrame(task.rows, columns=list(FEATURES))
+    result = (evaluate or evaluate_drift)(task.reference, current, task.params)
+    html, _ = save_report(
+        result,
+        task.reports_dir,
+        window_start=start,
+        window_end=end,
+        keep=task.keep,
+        index=task.index,
+        model_version=task.model_version,
+    )
+    if workspace is None:  # in the drift process: opened per window, nothing cached in the module
+        workspace = DriftWorkspace(task.workspace_dir, keep=task.keep)
+    workspace.add(result, name=html.stem)
+    message = drift_message(
+        result, window_start=start, window_end=end, model_version=task.model_version, report=html
+    )
+    return WindowOutcome(
+        message=message,
+        rows=result.rows,
+        drifted_share=result.drifted_share,
+        dataset_drift=result.dataset_drift,
+        scores={name: feature.score for name, feature in result.features.items()},
+        drifted=list(result.drifted_features),
+        report=str(html),
+    )
+
+
+def warm_up() -> None:
+    import_evidently()
+
+
+def lower_priority() -> None:
+    # Scoring comes first: on a busy node the drift process yields the CPU, falls behind, and
+    # the monitor skips (and counts) windows instead of slowing the stream.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
