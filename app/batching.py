@@ -28,6 +28,8 @@ import numpy.typing as npt
 from ml.predict import Scores
 
 ScoreFn = Callable[[npt.NDArray[np.float64]], Scores]
+#: how long ``stop`` waits for the batch being scored (one scoring call: milliseconds normally)
+STOP_GRACE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._coalesced_last = False
+        self._closing = False
         #: How many scoring calls were made and how many requests they served (for tests and logs).
         self.calls = 0
         self.requests = 0
@@ -74,16 +77,25 @@ class MicroBatcher:
         if self.running:
             return
         self._wakeup = asyncio.Event()
+        self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microbatch")
         self._task = asyncio.get_running_loop().create_task(self._dispatch_forever(), name="microbatcher")
 
-    async def stop(self) -> None:
-        """Stop dispatching; requests still queued fail with :class:`BatcherClosed`."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop dispatching: the batch being scored finishes and its callers get their scores;
+        requests still queued fail with :class:`BatcherClosed`. A scoring call still running after
+        ``grace_s`` is abandoned (its callers get :class:`BatcherClosed` too)."""
         task, self._task = self._task, None
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace_s)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
@@ -104,11 +116,13 @@ class MicroBatcher:
     async def _dispatch_forever(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             if not self._queue:
                 self._wakeup.clear()
                 self._coalesced_last = False
                 await self._wakeup.wait()
+                if self._closing:
+                    return
             batch, rows = self._take()
             if self._coalesced_last and rows < self.max_rows and self.max_wait_s > 0:
                 batch, rows = await self._linger(batch, rows)
@@ -132,7 +146,7 @@ class MicroBatcher:
     async def _linger(self, batch: list[_Pending], rows: int) -> tuple[list[_Pending], int]:
         assert self._wakeup is not None
         deadline = time.monotonic() + self.max_wait_s
-        while rows < self.max_rows:
+        while rows < self.max_rows and not self._closing:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

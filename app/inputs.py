@@ -96,16 +96,21 @@ def _column_rows(columns: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def csv_records(body: bytes, max_instances: int) -> list[Record]:
-    """Records of a ``text/csv`` body with a header row (MLflow's CSV input)."""
+    """Records of a ``text/csv`` body with a header row (MLflow's CSV input). Cells that read as
+    numbers become numbers, except in the ``id`` column: ids are text, as in backfill."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise invalid([], "CSV body must be UTF-8") from None
     rows = [
-        {k: _csv_value(v) for k, v in row.items() if k is not None}
+        {k: _csv_id(v) if k == "id" else _csv_value(v) for k, v in row.items() if k is not None}
         for row in csv.DictReader(io.StringIO(text))
     ]
     return many_records(rows, "csv", max_instances)
+
+
+def _csv_id(text: str | None) -> str | None:
+    return None if text is None or text.strip() == "" else text
 
 
 def _csv_value(text: str | None) -> object:

@@ -150,8 +150,22 @@ async def _serve_until_signal(server: uvicorn.Server) -> int | None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
-    await server.serve()
+    announce = asyncio.create_task(_announce(server))
+    try:
+        await server.serve()
+    finally:
+        announce.cancel()
     return received[0] if received else None
+
+
+async def _announce(server: uvicorn.Server) -> None:
+    """Log the address actually bound (``--port 0`` picks a free one) once the server is up."""
+    while not server.started:  # noqa: ASYNC110 - uvicorn has no start-up event to wait on
+        await asyncio.sleep(0.05)
+    for listener in server.servers:
+        for sock in listener.sockets:
+            host, port = sock.getsockname()[:2]
+            log_event(log, "rest_listening", address=f"http://{host}:{port}")
 
 
 def serve(

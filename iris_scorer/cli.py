@@ -10,14 +10,14 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from iris_scorer import process
+from iris_scorer import batch_commands, process
+from iris_scorer.settings_env import settings_from_env
 from ml.errors import IrisError
-from ml.settings import Settings, load_settings
+from ml.settings import load_settings
 
 app = typer.Typer(
     name="iris-scorer",
@@ -49,14 +49,6 @@ def handles_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def settings_from_env() -> Settings:
-    settings = load_settings()
-    from ml.logs import configure_logging
-
-    configure_logging(settings.log_level)
-    return settings
 
 
 # ---------------------------------------------------------------- training and the registry
@@ -163,7 +155,12 @@ def worker(
 @app.command()
 @handles_errors
 def broker(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 9092,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="TCP port to listen on (0: any free port, printed in the ready line)."
+        ),
+    ] = 9092,
     partitions: Annotated[int, typer.Option(min=1, max=64, help="Partitions per topic.")] = 4,
 ) -> None:
     """Embedded Kafka-protocol broker for dev and tests (librdkafka mock cluster, in memory)."""
@@ -197,83 +194,8 @@ def publish(
     )
 
 
-@app.command()
-@handles_errors
-def backfill(
-    input: Annotated[
-        str | None, typer.Option("--input", help="File, glob or folder of CSV/Parquet/JSONL.")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", help="Output .parquet, .csv or .jsonl (rejects go beside it).")
-    ] = None,
-    chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, help="Rows per chunk (bounds memory).")
-    ] = 100_000,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 2) on the first invalid row.")] = False,
-    model_uri: Annotated[
-        str | None, typer.Option("--model-uri", help="Model to score with (default: IRIS_MODEL_URI).")
-    ] = None,
-    compare_with: Annotated[
-        str | None, typer.Option("--compare-with", help="Second model URI: adds compare_label and a summary.")
-    ] = None,
-    shard: Annotated[
-        str, typer.Option("--shard", help="I/N: process only this share of the input files.")
-    ] = "0/1",
-    from_topic: Annotated[
-        str | None, typer.Option("--from-topic", help="Read a time range of this topic instead of files.")
-    ] = None,
-    start: Annotated[str | None, typer.Option("--start", help="Range start (ISO time, inclusive).")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="Range end (ISO time, inclusive).")] = None,
-    to_topic: Annotated[
-        str | None, typer.Option("--to-topic", help="Publish predictions to this topic instead of a file.")
-    ] = None,
-    drift_window: Annotated[
-        str | None,
-        typer.Option("--drift-window", help="A drift report per window: rows (10000) or time (1h)."),
-    ] = None,
-    progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a TTY).")
-    ] = None,
-) -> None:
-    """Rescore historical files or a topic range."""
-    from consumers.backfill.options import BackfillOptions, parse_shard, parse_time
-    from consumers.backfill.run import run_backfill
-
-    options = BackfillOptions(
-        input=input,
-        output=output,
-        chunk_rows=chunk_size,
-        strict=strict,
-        model_uri=model_uri,
-        compare_with=compare_with,
-        shard=parse_shard(shard),
-        from_topic=from_topic,
-        start=parse_time(start, "--start") if start else None,
-        end=parse_time(end, "--end") if end else None,
-        to_topic=to_topic,
-        drift_window=drift_window,
-        progress=progress,
-    )
-    summary = run_backfill(settings_from_env(), options, on_ready=process.resume_gc)
-    typer.echo(summary.describe())
-
-
-@app.command("drift-report")
-@handles_errors
-def drift_report(
-    current: Annotated[Path, typer.Option("--current", help="CSV or Parquet of current features.")],
-    output: Annotated[Path, typer.Option("--output", help="Report path: .html or .json.")],
-    reference: Annotated[Path | None, typer.Option("--reference", help="Defaults to the champion's.")] = None,
-) -> None:
-    """One drift report of current data against a reference."""
-    from ml.drift_report import write_drift_report
-
-    result = write_drift_report(current, reference, output, settings_from_env())
-    drifted = ", ".join(result.drifted_features) or "none"
-    typer.echo(
-        f"dataset_drift={'yes' if result.dataset_drift else 'no'} drifted_share={result.drifted_share:.2f} "
-        f"drifted=[{drifted}] rows={result.rows} reference_rows={result.reference_rows} report={output}"
-    )
+app.command()(handles_errors(batch_commands.backfill))
+app.command("drift-report")(handles_errors(batch_commands.drift_report))
 
 
 @app.command()

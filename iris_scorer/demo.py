@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,21 +34,18 @@ SHIFTED_COUNT = 1500
 BAD_COUNT = 20
 SHIFT_SD = 1.5
 WAIT_SECONDS = 180.0
+WINDOW_ROWS = 500  # drift window of the demo's worker: 3,000 requests make six windows
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: the lines each service logs once it has bound its port (the port it actually got)
+BROKER_READY = re.compile(r"broker ready bootstrap=127\.0\.0\.1:(\d+)")
+WORKER_BOUND = re.compile(r"event=worker_http address=http://127\.0\.0\.1:(\d+)")
+REST_BOUND = re.compile(r"event=rest_listening address=http://127\.0\.0\.1:(\d+)")
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+class ServiceExited(IrisError):
+    """A child service exited during start-up."""
 
 
 def _cli() -> list[str]:
@@ -61,11 +59,39 @@ class Children:
     logs: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen([*_cli(), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append((name, proc))
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], *, to_log: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Start a child and remember it before any interrupt can land (a Ctrl-C between the fork
+        and ``Popen`` returning would otherwise leave an orphan that nothing stops). Its own
+        session: a Ctrl-C in the terminal reaches the demo only, which then stops the children in
+        order, instead of each dying on its own and the others reporting that as an error."""
+        received: list[int] = []
+        deferred = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in _STOP_SIGNALS}
+        try:
+            with contextlib.ExitStack() as stack:
+                out = stack.enter_context(self.log_path(name).open("wb")) if to_log else None
+                proc = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT if to_log else None,
+                    start_new_session=True,
+                )
+            self.procs.append((name, proc))
+        finally:
+            for sig, handler in deferred.items():
+                signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt
         return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{name.lower().replace(' ', '-')}.log"
+
+    def forget(self, name: str) -> None:
+        """Drop a child that has already exited (a failed start)."""
+        self.procs = [(n, p) for n, p in self.procs if not (n == name and p.poll() is not None)]
 
     def stop_all(self) -> None:
         for _, proc in reversed(self.procs):
@@ -81,27 +107,64 @@ class Children:
                 proc.wait()
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, timeout_s: float = 90.0) -> None:
+def start_service(
+    children: Children,
+    name: str,
+    command: list[str],
+    *,
+    env: dict[str, str],
+    address: re.Pattern[str],
+    timeout_s: float = 90.0,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``command`` and wait for the log line (``address``) that gives the port it bound.
+    Raises :class:`ServiceExited` if it exits first, naming its log file."""
+    log = children.log_path(name)
+    proc = children.start(name, command, env)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = address.search(log.read_text(errors="replace")) if log.exists() else None
+        if found:
+            return proc, int(found[1])
+        if proc.poll() is not None:
+            raise ServiceExited(f"the {name} exited with code {proc.returncode} during start-up (see {log}).")
+        time.sleep(0.1)
+    raise IrisError(f"the {name} did not start within {timeout_s:.0f} s (see {log}).")
+
+
+def start_on_port(
+    children: Children,
+    name: str,
+    args: list[str],
+    port_flag: str,
+    preferred: int,
+    env: dict[str, str],
+    address: re.Pattern[str],
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The service binds ``preferred`` itself (no look-then-bind race); if it cannot, for
+    whatever reason, it is started once more on a port the system picks (``0``)."""
+    try:
+        return start_service(
+            children, name, [*_cli(), *args, port_flag, str(preferred)], env=env, address=address
+        )
+    except ServiceExited as first:
+        children.forget(name)
+        print(
+            f"demo: {name} could not start on port {preferred} ({first.message}); using a free port",
+            flush=True,
+        )
+    return start_service(children, name, [*_cli(), *args, port_flag, "0"], env=env, address=address)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise IrisError(f"{name} exited with code {proc.returncode} during start-up (see its log).")
+            raise IrisError(f"the {name} exited with code {proc.returncode} during start-up (see {log}).")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.3)
-    raise IrisError(f"{name} was not ready at {url} after {timeout_s:.0f} s (see its log).")
-
-
-def wait_line(proc: subprocess.Popen[bytes], log: Path, marker: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise IrisError(f"the broker exited with code {proc.returncode} (see {log}).")
-        time.sleep(0.1)
-    raise IrisError(f"the broker did not report ready within {timeout_s:.0f} s (see {log}).")
+    raise IrisError(f"the {name} was not ready at {url} after {timeout_s:.0f} s (see {log}).")
 
 
 @dataclass
@@ -114,8 +177,18 @@ class Tally:
     drift_skipped: int | None = None  # iris_drift_windows_skipped_total, all reasons
 
 
-async def collect(settings: Settings, bootstrap: str, valid: int, bad: int, timeout_s: float) -> Tally:
-    """Read predictions, DLQ and drift topics from the start until every message is accounted for."""
+async def collect(
+    settings: Settings,
+    bootstrap: str,
+    valid: int,
+    bad: int,
+    timeout_s: float,
+    metrics_url: str,
+    expected_windows: int,
+) -> Tally:
+    """Read predictions, DLQ and drift topics from the start until every message is accounted for
+    and every drift window of the traffic is either published or counted as skipped by the worker
+    (a busy machine evaluates windows slowly: a fixed quiet period would cut the summary short)."""
     from aiokafka import AIOKafkaConsumer
 
     tally = Tally()
@@ -148,8 +221,10 @@ async def collect(settings: Settings, bootstrap: str, valid: int, bad: int, time
                         tally.drift.append(orjson.loads(msg.value or b"{}"))
             done = len(tally.prediction_ids) >= valid and sum(tally.dlq.values()) >= bad
             # The last (shifted) window closes on time: wait for it a little after the data is in.
-            if done and time.monotonic() - quiet_since > 2.0 and tally.drift:
-                break
+            if done and time.monotonic() - quiet_since > 2.0:
+                skipped = await asyncio.to_thread(skipped_windows, metrics_url) or 0
+                if len(tally.drift) + skipped >= expected_windows:
+                    break
         return tally
     finally:
         await consumer.stop()
@@ -168,30 +243,41 @@ def ensure_champion(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the demo for as long as it runs, also when it
+    was started with SIGINT ignored (as a shell does for a background job)."""
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_demo(settings: Settings) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress reaches a pipe (`| tee`) as it happens
+    with interruptible():
+        try:
+            return _run_demo(settings)
+        except KeyboardInterrupt:
+            print("demo: interrupted; everything it started is stopped", file=sys.stderr)
+            return 130
+
+
+def _run_demo(settings: Settings) -> int:
     ensure_champion(settings)
     reports = settings.reports_dir.resolve()
     logs = reports / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    broker_port = 9092 if port_is_free(9092) else free_port()
-    rest_port = 8000 if port_is_free(8000) else free_port()
-    worker_port = 8001 if port_is_free(8001) else free_port()
-    bootstrap = f"127.0.0.1:{broker_port}"
     env = dict(os.environ)
     env.update(
         {
-            "IRIS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
             "IRIS_REPORTS_DIR": str(reports),
-            "IRIS_DRIFT_WINDOW_SIZE": "500",
+            "IRIS_DRIFT_WINDOW_SIZE": str(WINDOW_ROWS),
             "IRIS_DRIFT_WINDOW_SECONDS": "5",
             # the demo publishes its 3,000 requests in one burst: all six windows close within about
             # a second, more than the default queue of 4 holds while Evidently evaluates the first
@@ -202,52 +288,68 @@ def run_demo(settings: Settings) -> int:
     children = Children(logs)
     started = time.monotonic()
     try:
-        with sigterm_as_interrupt():
-            broker = children.start("broker", ["broker", "--port", str(broker_port)], env)
-            wait_line(broker, logs / "broker.log", "broker ready")
-            print(f"demo: embedded broker on {bootstrap} (librdkafka mock cluster, in memory)")
-            worker = children.start("worker", ["worker", "--http-port", str(worker_port)], env)
-            rest = children.start("rest", ["serve", "--port", str(rest_port)], env)
-            wait_http(f"http://127.0.0.1:{worker_port}/ready", worker, "worker")
-            wait_http(f"http://127.0.0.1:{rest_port}/ready", rest, "REST service")
-            print(
-                f"demo: worker ready (http://127.0.0.1:{worker_port}), REST ready (http://127.0.0.1:{rest_port})"
-            )
+        _broker, broker_port = start_on_port(
+            children, "broker", ["broker"], "--port", 9092, env, BROKER_READY
+        )
+        bootstrap = f"127.0.0.1:{broker_port}"
+        env["IRIS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        print(f"demo: embedded broker on {bootstrap} (librdkafka mock cluster, in memory)")
+        worker, worker_port = start_on_port(
+            children, "worker", ["worker"], "--http-port", 8001, env, WORKER_BOUND
+        )
+        rest, rest_port = start_on_port(children, "REST service", ["serve"], "--port", 8000, env, REST_BOUND)
+        wait_http(f"http://127.0.0.1:{worker_port}/ready", worker, "worker", children.log_path("worker"))
+        wait_http(
+            f"http://127.0.0.1:{rest_port}/ready", rest, "REST service", children.log_path("REST service")
+        )
+        print(
+            f"demo: worker ready (http://127.0.0.1:{worker_port}), REST ready (http://127.0.0.1:{rest_port})"
+        )
 
-            publish = [*_cli(), "publish"]
-            print(f"demo: publishing {NORMAL_COUNT} in-distribution requests and {BAD_COUNT} malformed ones")
-            subprocess.run(
-                [*publish, "--count", str(NORMAL_COUNT), "--bad", str(BAD_COUNT), "--seed", "1"],
-                env=env,
-                check=True,
-            )
-            print(f"demo: publishing {SHIFTED_COUNT} requests with petal features shifted by +{SHIFT_SD} sd")
-            subprocess.run(
-                [*publish, "--count", str(SHIFTED_COUNT), "--shift", str(SHIFT_SD), "--seed", "2"],
-                env=env,
-                check=True,
-            )
+        publish = [*_cli(), "publish"]
+        print(
+            f"demo: publishing {NORMAL_COUNT} in-distribution requests and {BAD_COUNT} malformed ones",
+            flush=True,
+        )
+        _publish(
+            children, [*publish, "--count", str(NORMAL_COUNT), "--bad", str(BAD_COUNT), "--seed", "1"], env
+        )
+        print(
+            f"demo: publishing {SHIFTED_COUNT} requests with petal features shifted by +{SHIFT_SD} sd",
+            flush=True,
+        )
+        _publish(
+            children, [*publish, "--count", str(SHIFTED_COUNT), "--shift", str(SHIFT_SD), "--seed", "2"], env
+        )
 
-            tally = asyncio.run(
-                collect(settings, bootstrap, NORMAL_COUNT + SHIFTED_COUNT, BAD_COUNT, WAIT_SECONDS)
+        tally = asyncio.run(
+            collect(
+                settings,
+                bootstrap,
+                NORMAL_COUNT + SHIFTED_COUNT,
+                BAD_COUNT,
+                WAIT_SECONDS,
+                f"http://127.0.0.1:{worker_port}/metrics",
+                (NORMAL_COUNT + SHIFTED_COUNT) // WINDOW_ROWS,
             )
-            sample = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-            rest_answer = httpx.post(f"http://127.0.0.1:{rest_port}/predict", json=sample, timeout=10).json()
-            tally.drift_skipped = skipped_windows(f"http://127.0.0.1:{worker_port}/metrics")
-    except KeyboardInterrupt:
-        print("demo: interrupted; stopping everything", file=sys.stderr)
+        )
+        sample = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+        rest_answer = httpx.post(f"http://127.0.0.1:{rest_port}/predict", json=sample, timeout=10).json()
+        tally.drift_skipped = skipped_windows(f"http://127.0.0.1:{worker_port}/metrics")
+    finally:
         children.stop_all()
-        return 130
-    except subprocess.CalledProcessError as exc:
-        children.stop_all()
-        raise IrisError(f"publishing failed with exit code {exc.returncode}.") from None
-    except BaseException:
-        children.stop_all()
-        raise
-    children.stop_all()
     print_summary(tally, rest_answer, rest_port, logs, time.monotonic() - started)
     missing = NORMAL_COUNT + SHIFTED_COUNT - len(tally.prediction_ids)
     return 0 if missing == 0 and sum(tally.dlq.values()) == BAD_COUNT else 1
+
+
+def _publish(children: Children, command: list[str], env: dict[str, str]) -> None:
+    """Run the sample publisher to its end; an interrupt stops it with everything else."""
+    proc = children.start("publisher", command, env, to_log=False)
+    code = proc.wait()
+    children.forget("publisher")
+    if code != 0:
+        raise IrisError(f"publishing failed with exit code {code} (its error is printed above).")
 
 
 def skipped_windows(metrics_url: str) -> int | None:

@@ -45,20 +45,12 @@ _evidently_lock = threading.Lock()
 def import_evidently() -> Any:
     """Import Evidently once, lazily (it is slow to import and must not load at our import).
 
-    Evidently 0.7.x imports ``pandas.core.dtypes.common.infer_dtype_from_object``, which pandas 3
-    removed; it is only used by a legacy column-type test we never run, so a stand-in is enough.
+    Evidently 0.7.x needs pandas 2 (it imports a name pandas 3 removed); requirements pin the
+    pair and ``tests/test_compat.py`` fails if an upgrade breaks it.
     """
     with _evidently_lock:
-        import pandas.core.dtypes.common as pd_common
-
-        if not hasattr(pd_common, "infer_dtype_from_object"):
-
-            def infer_dtype_from_object(dtype: Any) -> Any:
-                return np.dtype(dtype).type
-
-            pd_common.infer_dtype_from_object = infer_dtype_from_object  # type: ignore[attr-defined]
         with warnings.catch_warnings():
-            # Import-time deprecation noise of Evidently's dependencies (plotly vs pandas 3).
+            # Import-time deprecation noise of Evidently's dependencies (plotly, pandas).
             warnings.simplefilter("ignore")
             import evidently
             import evidently.presets

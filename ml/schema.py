@@ -8,7 +8,17 @@ A request record is a JSON object::
 - ``id``: a string of 1-128 characters (required on the stream, optional over REST);
 - the four features: required, finite JSON numbers (not booleans, not strings),
   ``FEATURE_MIN <= value <= FEATURE_MAX`` centimetres;
-- ``sent_at``: optional string; unknown fields are ignored.
+- ``sent_at``: optional string; unknown fields are ignored (backfill passes them through).
+
+A value that is not a number is reported as ``is not a number: 'abc'`` (:func:`quote_value`: the
+value itself, cut short with ``…`` past :data:`QUOTE_MAX_CHARS` characters), on every path: REST
+422 details, the stream's dead-letter ``error_detail``, backfill rejects and drift-report.
+
+Row numbers, everywhere a file's rows are reported (backfill rejects, ``drift-report``): ``row``
+is the 1-based data row of the input file (the first row after a CSV header is row 1; for a topic
+range, the first record of the range), and for CSV ``line`` is the 1-based line in the file (the
+header is line 1), which is ``row + 1`` as long as no value spans lines (blank lines are skipped
+and not counted). :func:`row_position` builds both.
 
 :func:`check_record` is the hand-written fast path (a few microseconds a record, used on every
 hot path); :class:`RecordModel` describes the same rules for OpenAPI and is kept equal to it by
@@ -36,6 +46,10 @@ FEATURE_MAX = 100.0
 ID_MAX_CHARS = 128
 SENT_AT_MAX_CHARS = 64
 LABELS: tuple[str, ...] = ("setosa", "versicolor", "virginica")
+QUOTE_MAX_CHARS = 40
+#: Text that reads as a number in a file (CSV cells, text columns): decimal, optional exponent,
+#: surrounding blanks allowed. ``nan``/``inf`` are not numbers here.
+NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +82,34 @@ class Record(NamedTuple):
     sent_at: str | None
 
 
+def quote_value(value: object) -> str:
+    """A value as an error message shows it: text quoted (``'abc'``), cut with ``…`` when long."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > QUOTE_MAX_CHARS:
+        text = text[: QUOTE_MAX_CHARS - 1] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+def not_a_number(value: object) -> str:
+    """The message for a feature value that is not a number."""
+    return f"is not a number: {quote_value(value)}"
+
+
+def row_position(row: int, *, csv: bool) -> dict[str, int]:
+    """``{"row": row}`` (1-based data row), plus ``"line"`` for CSV (see the module docstring)."""
+    return {"row": row, "line": row + 1} if csv else {"row": row}
+
+
+def ragged_row_message(expected: int, actual: int, text: str | None) -> str:
+    """Why a CSV row with the wrong number of values was rejected."""
+    shown = f": {quote_value(text)}" if text else ""
+    return f"has {actual} values, expected {expected} (one per column of the header){shown}"
+
+
 def _check_feature(name: str, value: object, errors: list[FieldError]) -> float:
+    if isinstance(value, str):
+        errors.append(FieldError((name,), not_a_number(value)))
+        return 0.0
     # bool is an int subclass: refuse it explicitly.
     if isinstance(value, bool) or not isinstance(value, int | float):
         errors.append(FieldError((name,), f"must be a number, got {_json_type(value)}"))
@@ -150,11 +191,15 @@ def check_columns(columns: Mapping[str, Any]) -> tuple[npt.NDArray[np.float64], 
     return matrix, valid
 
 
-def row_errors(row: Sequence[float]) -> list[FieldError]:
-    """Why one row of :func:`check_columns` was invalid (for rejects files)."""
+def row_errors(row: Sequence[float], texts: Mapping[str, str] | None = None) -> list[FieldError]:
+    """Why one row of :func:`check_columns` was invalid (for rejects files). ``texts`` holds the
+    file's own text of the features that were not numbers (they read as NaN in ``row``)."""
     errors: list[FieldError] = []
     for name, value in zip(FEATURES, row, strict=True):
-        _check_feature(name, float(value), errors)
+        if texts and name in texts:
+            errors.append(FieldError((name,), not_a_number(texts[name])))
+        else:
+            _check_feature(name, float(value), errors)
     return errors
 
 

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     drift_window_size: int = Field(default=500, ge=1)
     drift_window_seconds: float = Field(default=60.0, gt=0)
     drift_min_rows: int = Field(default=50, ge=1)
+    # backfill --drift-window 1h: event-time windows open at once; a row older than them is late
+    drift_max_open_windows: int = Field(default=8, ge=1)
     drift_queue_size: int = Field(default=4, ge=1)
     reports_dir: Path = Path("reports")
     reports_keep: int = Field(default=50, ge=1)  # an HTML report is ~4 MB

@@ -17,6 +17,14 @@ from ml.settings import Settings
 pytest_plugins = ["kafka_fixtures"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The test process is an entry point too: the same MLflow HTTP retry defaults as
+    # `iris-scorer`, so a registry that is down fails in seconds, not minutes.
+    from iris_scorer.process import fail_fast_on_registry_outage
+
+    fail_fast_on_registry_outage()
+
+
 @dataclass
 class Registry:
     """A real MLflow tracking store + registry with ``iris-classifier@champion`` set."""

@@ -108,10 +108,12 @@ def test_formats_in_and_out_score_like_the_model(
         assert {written.field(c).type for c in ("id", "label", "model_name", "scored_at")} == {pa.string()}
 
     rejects = [orjson.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_bytes().splitlines()]
-    assert [r["row"] for r in rejects] == sorted(BAD_ROWS)
+    # ``row`` is the 1-based data row (BAD_ROWS are 0-based frame positions), ``line`` for CSV
+    assert [r["row"] for r in rejects] == [k + 1 for k in sorted(BAD_ROWS)]
+    assert [r.get("line") for r in rejects] == [k + 2 if source == "csv" else None for k in sorted(BAD_ROWS)]
     for reject in rejects:
-        column = BAD_ROWS[reject["row"]][0]
-        assert reject["id"] == f"r-0-{reject['row']}"
+        column = BAD_ROWS[reject["row"] - 1][0]
+        assert reject["id"] == f"r-0-{reject['row'] - 1}"
         assert any(e["loc"] == [column] for e in reject["errors"]), reject
 
 
@@ -144,14 +146,14 @@ def test_text_in_number_columns_and_bad_json_lines_become_rejects(registry: Regi
     summary = run(registry, input=str(jsonl), output=tmp_path / "o.jsonl", chunk_rows=4)
     assert (summary.rows, summary.scored, summary.rejects) == (6, 2, 4)
     rejects = [orjson.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_bytes().splitlines()]
-    assert [r["row"] for r in rejects] == [1, 2, 3, 4]
+    assert [r["row"] for r in rejects] == [2, 3, 4, 5]
     assert "JSON object" in rejects[0]["errors"][0]["msg"]
-    assert "sepal_width" in rejects[3]["errors"][0]["msg"]
+    assert rejects[3]["errors"] == [{"loc": ["sepal_width"], "msg": "is not a number: 'x'"}]
 
 
 def test_strict_mode_fails_on_the_first_bad_row(registry: Registry, tmp_path: Path) -> None:
     src = write_input(make_frame(), tmp_path / "in.parquet")
-    with pytest.raises(BadInputError, match="row 7"):
+    with pytest.raises(BadInputError, match="row 8"):
         run(registry, input=str(src), output=tmp_path / "out.parquet", strict=True)
     assert not (tmp_path / "out.parquet").exists()
     assert not (tmp_path / "out.parquet.parts").exists()
@@ -172,7 +174,7 @@ def test_cli_strict_exits_2_and_success_prints_a_summary(registry: Registry, tmp
     src = write_input(make_frame(), tmp_path / "in.csv")
     result = invoke(registry, "--input", str(src), "--output", str(tmp_path / "o.csv"), "--strict")
     assert result.exit_code == 2
-    assert "row 7" in result.stderr and "sepal_length" in result.stderr
+    assert "row 8" in result.stderr and "sepal_length" in result.stderr
 
     result = invoke(registry, "--input", str(src), "--output", str(tmp_path / "o.csv"))
     assert result.exit_code == 0, result.stderr

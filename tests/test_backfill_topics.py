@@ -8,6 +8,7 @@ answer ``offsets_for_times``, so this also covers the scan-and-filter fallback.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,11 +18,14 @@ import orjson
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from conftest import Registry
 from kafka_fixtures import own_embedded_broker
 
 from consumers.backfill.options import BackfillOptions
 from consumers.backfill.run import run_backfill
+from consumers.backfill.topics import TopicError
+from ml.errors import BadInputError
 
 pytestmark = pytest.mark.integration
 
@@ -109,12 +113,42 @@ def test_open_ended_range_takes_everything_from_start(
     assert (summary.scored, summary.rejects) == (59, 1)
 
 
+def test_an_unknown_topic_is_bad_input_named_in_one_sentence(
+    registry: Registry, produced: str, tmp_path: Path
+) -> None:
+    settings = registry.settings(kafka_bootstrap_servers=produced)
+    with pytest.raises(BadInputError) as raised:
+        run_backfill(settings, options(from_topic="iris.nope", output=tmp_path / "none.csv"))
+    assert str(raised.value) == f"topic iris.nope does not exist on {produced}."
+
+
+def test_an_unreachable_broker_is_a_topic_error_naming_the_setting(
+    registry: Registry, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{sock.getsockname()[1]}"
+    settings = registry.settings(kafka_bootstrap_servers=nobody)
+    with pytest.raises(TopicError) as raised:
+        run_backfill(settings, options(output=tmp_path / "none.csv"))
+    assert str(raised.value).startswith(
+        f"cannot reach the Kafka broker at {nobody} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
+    )
+
+
 async def _consume_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic, p) for p in sorted(part["partition"] for part in described["partitions"])
+    ]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -68,7 +68,7 @@ def test_window_spec_rejects_nonsense(text: str) -> None:
 class Recording(DriftWindows):
     """Records the windows it would report on instead of running Evidently."""
 
-    def __init__(self, spec: WindowSpec, already_saved: int = 0) -> None:
+    def __init__(self, spec: WindowSpec, already_saved: int = 0, max_open_windows: int = 8) -> None:
         super().__init__(
             spec,
             pd.DataFrame(),
@@ -79,6 +79,7 @@ class Recording(DriftWindows):
             model_version="1",
             fallback_time=datetime(2026, 1, 1, tzinfo=UTC),
             already_saved=already_saved,
+            max_open_windows=max_open_windows,
         )
         self.windows: list[tuple[int, datetime, datetime]] = []
 
@@ -97,7 +98,7 @@ def test_row_windows_cut_across_chunks_and_keep_the_last_partial_window() -> Non
     assert [w[0] for w in windows.windows] == [4, 4, 3]
 
 
-def test_time_windows_close_when_a_later_window_starts() -> None:
+def test_time_windows_are_aligned_to_the_epoch_and_leave_out_rows_without_time() -> None:
     windows = Recording(WindowSpec(window_ms=HOUR_MS))
     t0 = 1_767_225_600_000  # 2026-01-01T00:00Z
     times = np.array([t0 + 1, t0 + 10, t0 + HOUR_MS - 1, t0 + HOUR_MS, np.nan, t0 + 3 * HOUR_MS])
@@ -126,3 +127,76 @@ def test_row_times_prefer_the_record_timestamp_then_sent_at() -> None:
     with_ts = table.append_column("_ts", pa.array([5, 6, 7], pa.int64()))
     assert (row_times_ms(with_ts) == [5, 6, 7]).all()
     assert row_times_ms(pa.table({"x": [1]})) is None
+
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
+
+
+def _feed(windows: DriftWindows, times: np.ndarray, chunk_rows: int) -> None:
+    """Rows in ``chunk_rows`` chunks; column 0 holds each row's time so a window's rows can be checked."""
+    for at in range(0, len(times), chunk_rows):
+        part = times[at : at + chunk_rows]
+        windows.add(np.column_stack([part, np.ones((len(part), 3))]), part)
+    windows.finish()
+
+
+class Bounds(Recording):
+    """Records (rows, earliest row time, latest row time, window start, window end) per window."""
+
+    def __init__(self, spec: WindowSpec) -> None:
+        super().__init__(spec)
+        self.bounds: list[tuple[int, float, float, datetime, datetime]] = []
+
+    def _emit(self, rows: Any, start: datetime, end: datetime) -> None:
+        self.bounds.append((len(rows), rows[:, 0].min(), rows[:, 0].max(), start, end))
+        self.closed += 1
+
+
+def test_two_partitions_interleaved_as_a_topic_range_delivers_them() -> None:
+    # issue 13: 2 partitions x 100 rows/hour over 00:00-02:59; the topic range reads partition 0's
+    # rows, then partition 1's, in chunks. The old engine gave 100/100/400.
+    one_partition = T0 + np.arange(300) * 36_000.0  # every 36 s: 100 per hour
+    windows = Bounds(WindowSpec(window_ms=HOUR_MS))
+    _feed(windows, np.concatenate([one_partition, one_partition]), chunk_rows=50)
+    assert [w[0] for w in windows.bounds] == [200, 200, 200]
+    assert windows.late_rows == 0 and windows.untimed_rows == 0
+
+
+def test_three_million_unsorted_rows_each_in_the_window_of_its_time() -> None:
+    # issue 13: a 3M-row file with unsorted timestamps put 2.8M rows in the last hourly window.
+    rng = np.random.default_rng(13)
+    times = T0 + np.floor(rng.uniform(0, 5 * HOUR_MS, 3_000_000))
+    windows = Bounds(WindowSpec(window_ms=HOUR_MS))
+    _feed(windows, times, chunk_rows=100_000)
+    expected = np.bincount(((times - T0) // HOUR_MS).astype(np.int64)).tolist()
+    assert [w[0] for w in windows.bounds] == expected and sum(expected) == 3_000_000
+    for hour, (_, earliest, latest, start, end) in enumerate(windows.bounds):
+        assert T0 + hour * HOUR_MS <= earliest <= latest < T0 + (hour + 1) * HOUR_MS
+        assert (start.timestamp() * 1000, end.timestamp() * 1000) == (
+            T0 + hour * HOUR_MS,
+            T0 + (hour + 1) * HOUR_MS,
+        )
+    assert windows.late_rows == 0
+
+
+def test_rows_behind_the_open_windows_are_counted_late_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    windows = Recording(WindowSpec(window_ms=HOUR_MS))
+    # 10 hourly windows in one chunk: the first 2 close, 8 stay open
+    hours = T0 + np.arange(10, dtype=np.float64) * HOUR_MS
+    windows.add(np.ones((10, 4)), hours)
+    windows.add(np.ones((3, 4)), np.array([T0 + 1.0, T0 + HOUR_MS + 1.0, np.nan]))  # 2 late, 1 untimed
+    windows.add(np.ones((2, 4)), None)  # no time column: untimed
+    with caplog.at_level("INFO", logger="consumers.backfill.drift_windows"):
+        windows.finish()
+    assert [w[0] for w in windows.windows] == [1] * 10
+    assert (windows.late_rows, windows.untimed_rows) == (2, 3)
+    (line,) = [r for r in caplog.records if r.getMessage() == "backfill drift windows finished"]
+    assert (line.late_rows, line.untimed_rows, line.windows) == (2, 3, 10)  # type: ignore[attr-defined]
+
+
+def test_max_open_windows_is_configurable() -> None:
+    windows = Recording(WindowSpec(window_ms=HOUR_MS), max_open_windows=2)
+    windows.add(np.ones((3, 4)), T0 + np.arange(3, dtype=np.float64) * HOUR_MS)  # hour 0 closes: 2 stay open
+    windows.add(np.ones((1, 4)), np.array([float(T0)]))
+    windows.finish()
+    assert [w[0] for w in windows.windows] == [1, 1, 1] and windows.late_rows == 1

@@ -8,7 +8,6 @@ from scraping GET /metrics of the worker's and (when it exists) the REST service
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import re
 from collections.abc import Iterable
@@ -269,11 +268,9 @@ def test_worker_metrics_endpoint_exports_every_queried_metric() -> None:
 
 
 def test_rest_metrics_endpoint_exports_every_queried_metric(registry) -> None:  # type: ignore[no-untyped-def]
-    server = pytest.importorskip("app.server", reason="app/server.py (create_app) does not exist yet")
-    create_app = server.create_app
-    params = inspect.signature(create_app).parameters
-    kwargs = {"metrics": Metrics()} if "metrics" in params else {}
-    app = create_app(registry.settings(), **kwargs)
+    from app.server import create_app
+
+    app = create_app(registry.settings(), metrics=Metrics())
     response = scrape(app)
     assert response.status_code == 200
     missing = iris_names_used() - scraped_names(response.text)

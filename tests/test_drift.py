@@ -14,8 +14,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from ml.data import load_raw, split
 from consumers.drift_monitor import DriftMonitor
+from ml.data import load_raw, split
 from ml.drift import DriftResult, FeatureDrift, evaluate_drift, feature_frame
 from ml.drift_reports import add_to_workspace, prune_reports, save_report
 from ml.errors import BadInputError, ParamsError

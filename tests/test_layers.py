@@ -42,9 +42,9 @@ def package_of(module: str) -> str | None:
     """The longest of PACKAGES that ``module`` belongs to (None: not ours)."""
     best = None
     for package in PACKAGES:
-        if module == package or module.startswith(package + "."):
-            if best is None or len(package) > len(best):
-                best = package
+        inside = module == package or module.startswith(package + ".")
+        if inside and (best is None or len(package) > len(best)):
+            best = package
     return best
 
 

@@ -7,8 +7,8 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from ml import tracking
 from iris_scorer.cli import app
+from ml import tracking
 from ml.errors import BadInputError, ModelNotFound, RegistryUnavailable
 from ml.model import load_model, mask_uri, parse_model_uri, resolve
 from ml.params import RegisterParams

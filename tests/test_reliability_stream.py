@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka_fixtures import free_port, start_embedded_broker, stop_broker
 from stream_helpers import (
     produce_keyless_tombstone,
     produce_raw,
@@ -32,14 +33,12 @@ from test_worker_integration import (
     Collector,
     Worker,
     collectors,  # noqa: F401 - fixture
-    free_port,
     offsets,
     own_broker,  # noqa: F401 - fixture
     prediction_ids,
     publish,
     publish_in_background,
-    start_embedded_broker,
-    stop_broker,
+    slow_worker,
     valid_ids,
     worker_env,
     workers,  # noqa: F401 - fixture
@@ -230,20 +229,18 @@ def test_kill_9_three_times_during_50k_loses_nothing(
     collector = Collector(own_broker, (PREDICTIONS,))
     collectors.append(collector)
     # The worker drains a 50k backlog in about a second, faster than the test can aim a kill at
-    # it: the test-only hook IRIS_WORKER_BATCH_DELAY_S pauses each batch after its outputs are
-    # acknowledged and before its offsets are committed (about 5 s for the whole run). A kill then
-    # usually lands in that pause, the worst case for duplicates: a whole produced batch is
-    # consumed again.
-    env = worker_env(
-        registry, own_broker, tmp_path, IRIS_BATCH_MAX_WAIT_MS="50", IRIS_WORKER_BATCH_DELAY_S="0.05"
-    )
+    # it: the test's launcher (tests/stream_worker.py) passes the worker an after_batch pause of
+    # 50 ms, after a batch's outputs are acknowledged and before its offsets are committed (about
+    # 5 s for the whole run). A kill then usually lands in that pause, the worst case for
+    # duplicates: a whole produced batch is consumed again.
+    env = worker_env(registry, own_broker, tmp_path, IRIS_BATCH_MAX_WAIT_MS="50")
     # A backlog (published up front): each kill hits a busy worker.
     publish(own_broker, messages)
     kills: list[dict[str, Any]] = []
     recoveries: list[float] = []
 
     def restart() -> Worker:
-        worker = Worker(env)
+        worker = Worker(env, slow_worker(0.05))
         workers.append(worker)
         worker.wait_ready()
         if kills:  # seconds from the kill to the new worker's first prediction

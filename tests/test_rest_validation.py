@@ -482,3 +482,27 @@ def test_the_key_never_reaches_the_logs(secured: TestClient, caplog: pytest.LogC
     lines = [formatter.format(record) for record in caplog.records]
     assert any("event=http_request" in line and "route=/predict" in line for line in lines)
     assert not [line for line in lines if SECRET in line]
+
+
+def test_a_non_number_is_quoted_in_the_422(client: TestClient) -> None:
+    response = client.post("/predict", json=rec(sepal_length="abc"))
+    assert response.status_code == 422
+    assert response.json()["detail"] == [{"loc": ["sepal_length"], "msg": "is not a number: 'abc'"}]
+    csv = b"sepal_length,sepal_width,petal_length,petal_width\n5,3,abc,1\n"
+    response = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == [{"loc": [0, "petal_length"], "msg": "is not a number: 'abc'"}]
+
+
+def test_csv_ids_are_text(client: TestClient) -> None:
+    csv = b"id,sepal_length,sepal_width,petal_length,petal_width\n42,5.1,3.5,1.4,0.2\n007,5,3,1,0.2\n"
+    response = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert response.status_code == 200, response.text
+    assert "predictions" in response.json()
+
+
+def test_csv_ids_keep_their_text_exactly() -> None:
+    from app.inputs import csv_records
+
+    csv = b"id,sepal_length,sepal_width,petal_length,petal_width\n42,5.1,3.5,1.4,0.2\n007,5,3,1,0.2\n"
+    assert [r.id for r in csv_records(csv, 10)] == ["42", "007"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ml.errors import ValidationFailed
-from ml.schema import RecordInvalid, check_columns, check_record, check_records
+from ml.schema import RecordInvalid, check_columns, check_record, check_records, row_errors
 
 GOOD = {"id": "r-1", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -101,3 +101,33 @@ def test_columns_mask_invalid_rows() -> None:
 def test_columns_missing_is_named() -> None:
     with pytest.raises(ValidationFailed, match="petal_width"):
         check_columns({"sepal_length": [1], "sepal_width": [1], "petal_length": [1]})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc", "is not a number: 'abc'"),  # text is quoted
+        ("3.5", "is not a number: '3.5'"),  # numeric text is still text in JSON
+        ("y" * 100, "is not a number: '" + "y" * 39 + "…'"),  # long text is cut
+    ],
+)
+def test_text_in_a_number_field_is_quoted(value: str, message: str) -> None:
+    with pytest.raises(RecordInvalid) as info:
+        check_record(with_(sepal_width=value))
+    assert [e.msg for e in info.value.errors] == [message]
+
+
+def test_row_errors_quote_the_text_a_file_held() -> None:
+    errors = row_errors([math.nan, 3.5, -1.0, 0.2], texts={"sepal_length": "abc"})
+    assert [e.describe() for e in errors] == [
+        "sepal_length: is not a number: 'abc'",
+        "petal_length: must be >= 0, got -1",
+    ]
+
+
+def test_stream_dead_letter_detail_quotes_the_value() -> None:
+    from ml.messages import decode_batch
+
+    value = b'{"id": "r", "sepal_length": "abc", "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
+    (rejected,) = decode_batch([value], 4096).bad
+    assert rejected.detail == "sepal_length: is not a number: 'abc'"

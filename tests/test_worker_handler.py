@@ -1,19 +1,26 @@
-"""The stream handler in memory: FastStream's TestKafkaBroker delivers batches to the real subscriber."""
+"""The stream handler in memory: FastStream's TestKafkaBroker delivers batches to the real subscriber
+(its parser, decoder and ack policy); wire behaviour is in test_worker_integration.py."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from aiokafka import ConsumerRecord
 from faststream.kafka import TestKafkaBroker
+from faststream.kafka.message import KafkaAckableMessage
+from faststream.middlewares import AckPolicy
 from sklearn.linear_model import LogisticRegression
 
-from consumers import worker
-from consumers.handler import Outgoing, StreamHandler
+from consumers import worker_runtime
+from consumers.handler import Outgoing, StreamHandler, StreamItem, decode_requests
+from consumers.worker_broker import create_broker
+from consumers.worker_contract import REQUEST_EXAMPLE
 from ml.data import load_raw
 from ml.metrics import Metrics
 from ml.model import LoadedModel, ModelHolder, ModelRef
@@ -90,14 +97,36 @@ BAD: list[tuple[bytes, str]] = [
 ]
 
 
+class Acks:
+    """Counts FastStream's acks (commits) and nacks (rewinds) of delivered batches."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.acked = self.nacked = 0
+        ack, nack = KafkaAckableMessage.ack, KafkaAckableMessage.nack
+
+        async def counted_ack(message: KafkaAckableMessage) -> None:
+            self.acked += 1
+            await ack(message)
+
+        async def counted_nack(message: KafkaAckableMessage) -> None:
+            self.nacked += 1
+            await nack(message)
+
+        monkeypatch.setattr(KafkaAckableMessage, "ack", counted_ack)
+        monkeypatch.setattr(KafkaAckableMessage, "nack", counted_nack)
+
+
+def _route(handler: StreamHandler) -> Any:
+    async def route(batch: Sequence[Any], items: Sequence[StreamItem]) -> None:
+        await handler.handle(batch, items)
+
+    return route
+
+
 async def deliver(model: LoadedModel, sink: Capture, values: list[bytes]) -> Metrics:
     handler, metrics = make_handler(model, sink)
-
-    async def on_batch(batch: Sequence[Any]) -> None:
-        await handler.handle(batch)
-
-    broker = worker.create_broker(SETTINGS, on_batch)
-    async with TestKafkaBroker(broker) as test_broker:
+    endpoints = create_broker(SETTINGS, _route(handler))
+    async with TestKafkaBroker(endpoints.broker) as test_broker:
         await test_broker.publish_batch(*values, topic=SETTINGS.requests_topic)
     return metrics
 
@@ -153,11 +182,8 @@ def test_dlq_keeps_the_original_key(tiny_model: LoadedModel) -> None:
     handler, _ = make_handler(tiny_model, sink)
 
     async def run() -> None:
-        async def on_batch(batch: Sequence[Any]) -> None:
-            await handler.handle(batch)
-
-        broker = worker.create_broker(SETTINGS, on_batch)
-        async with TestKafkaBroker(broker) as test_broker:
+        endpoints = create_broker(SETTINGS, _route(handler))
+        async with TestKafkaBroker(endpoints.broker) as test_broker:
             await test_broker.publish(b"oops", topic=SETTINGS.requests_topic, key=b"k-1")
 
     asyncio.run(run())
@@ -165,44 +191,77 @@ def test_dlq_keeps_the_original_key(tiny_model: LoadedModel) -> None:
     assert dead.key == b"k-1" and dead.value == b"oops"
 
 
-class FakeMessage:
-    def __init__(self, batch: Sequence[Any]) -> None:
-        self.raw_message = tuple(batch)
-        self.acked = self.nacked = 0
-
-    async def ack(self) -> None:
-        self.acked += 1
-
-    async def nack(self) -> None:
-        self.nacked += 1
+def record(
+    offset: int, key: bytes | None, value: bytes | None, headers: Any = ()
+) -> ConsumerRecord[Any, Any]:
+    size = len(value or b"")
+    return ConsumerRecord(SETTINGS.requests_topic, 0, offset, 0, 0, key, value, None, 0, size, list(headers))
 
 
-def test_a_failed_produce_rewinds_instead_of_committing(
+def test_the_asyncapi_example_request_is_scored(tiny_model: LoadedModel) -> None:
+    from test_worker_http import ASYNCAPI
+
+    document = orjson.loads(ASYNCAPI.read_bytes())
+    (subscribe,) = [m for name, m in document["components"]["messages"].items() if "iris.requests:" in name]
+    schema = document["components"]["schemas"][subscribe["payload"]["$ref"].rsplit("/", 1)[1]]
+    (example,) = schema["examples"]
+    assert example == REQUEST_EXAMPLE
+    sink = Capture()
+    asyncio.run(deliver(tiny_model, sink, [orjson.dumps(example)]))
+    (prediction,) = sink.to(SETTINGS.predictions_topic)
+    assert prediction.key == example["id"].encode() and not sink.to(SETTINGS.dlq_topic)
+
+
+def test_the_subscriber_commits_after_the_outputs_and_rewinds_on_failure(
     tiny_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "RETRY_AFTER_FAILURE_S", 0.0)
-    from aiokafka import ConsumerRecord
-
-    record = ConsumerRecord(SETTINGS.requests_topic, 0, 5, 0, 0, None, request(1), None, 0, 10, [])
-    for fail in (True, False):
+    endpoints = create_broker(SETTINGS, _route(make_handler(tiny_model, Capture())[0]))
+    assert endpoints.subscriber.ack_policy is AckPolicy.NACK_ON_ERROR
+    for fail in (False, True):
+        acks = Acks(monkeypatch)
         sink = Capture(fail=fail)
-        handler, _ = make_handler(tiny_model, sink)
-        message = FakeMessage([record])
-        asyncio.run(worker._process(_call(handler), message))  # type: ignore[arg-type]
-        assert (message.acked, message.nacked) == ((0, 1) if fail else (1, 0))
+        with pytest.raises(ConnectionError) if fail else contextlib.nullcontext():
+            asyncio.run(deliver(tiny_model, sink, [request(1), request(2)]))  # in memory: re-raised
+        assert (acks.acked, acks.nacked) == ((0, 1) if fail else (1, 0))
 
 
-def _call(handler: StreamHandler) -> Any:
-    async def on_batch(batch: Sequence[Any]) -> None:
-        await handler.handle(batch)
+def test_odd_headers_and_a_keyless_tombstone_do_not_fail_their_batch(tiny_model: LoadedModel) -> None:
+    """FastStream's batch parser decodes header values as UTF-8; ours keeps the batch and the bytes."""
+    sink = Capture()
+    handler, _ = make_handler(tiny_model, sink)
+    odd = [("trace", b"\xff\xfe"), ("note", b"ok")]
+    batch = (record(5, b"r-1", request(1), odd), record(6, b"x", b"{oops", odd), record(7, None, None))
 
-    return on_batch
+    async def run() -> None:
+        endpoints = create_broker(SETTINGS, _route(handler))
+        async with TestKafkaBroker(endpoints.broker):
+            await endpoints.subscriber.consume(batch)
+
+    asyncio.run(run())
+    (prediction,) = sink.to(SETTINGS.predictions_topic)
+    assert prediction.headers == odd, "a request's headers travel unchanged to its prediction"
+    bad, tombstone = sink.to(SETTINGS.dlq_topic)
+    assert bad.value == b"{oops" and (bad.headers or [])[:2] == odd
+    assert dict(bad.headers or [])["source_offset"] == b"6"
+    assert dict(tombstone.headers or [])["tombstone"] == b"1" and tombstone.value == b""
 
 
-def test_no_model_yet_rewinds_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker, "RETRY_AFTER_FAILURE_S", 0.0)
-    from aiokafka import ConsumerRecord
+def test_a_failed_batch_is_logged_and_raised_for_the_rewind(
+    tiny_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_runtime, "RETRY_AFTER_FAILURE_S", 0.0)
+    runtime = worker_runtime.WorkerRuntime(SETTINGS)
+    batch = [record(5, None, request(1))]
+    items = decode_requests(batch, SETTINGS.max_message_bytes)
+    with pytest.raises(RuntimeError, match="not connected"):
+        asyncio.run(runtime.route(batch, items))  # no producer yet: the batch must come again
+    runtime.handler = make_handler(tiny_model, Capture(fail=True))[0]
+    with pytest.raises(ConnectionError):
+        asyncio.run(runtime.route(batch, items))
+    assert runtime.state.counts["batches"] == 0
 
+
+def test_no_model_yet_fails_the_batch_before_producing() -> None:
     sink = Capture()
     handler = StreamHandler(
         Scorer(ModelHolder(), Metrics()),
@@ -211,7 +270,21 @@ def test_no_model_yet_rewinds_the_batch(monkeypatch: pytest.MonkeyPatch) -> None
         dlq_topic="d",
         max_message_bytes=SETTINGS.max_message_bytes,
     )
-    message = FakeMessage([ConsumerRecord("t", 0, 1, 0, 0, None, request(1), None, 0, 10, [])])
-    asyncio.run(worker._process(_call(handler), message))  # type: ignore[arg-type]
-    assert (message.acked, message.nacked) == (0, 1)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the scorer raises, nothing is produced
+        asyncio.run(handler.handle([record(1, None, request(1))]))
     assert sink.calls == 0
+
+
+def test_after_batch_runs_once_the_outputs_are_acknowledged(tiny_model: LoadedModel) -> None:
+    sink = Capture()
+    seen: list[int] = []
+
+    async def after() -> None:
+        seen.append(len(sink.sent))
+
+    runtime = worker_runtime.WorkerRuntime(SETTINGS, after_batch=after)
+    runtime.handler = make_handler(tiny_model, sink)[0]
+    batch = [record(5, None, request(1))]
+    asyncio.run(runtime.route(batch, decode_requests(batch, SETTINGS.max_message_bytes)))
+    assert seen == [1]
+    assert runtime.state.counts == {"predictions": 1, "rejected": 0, "batches": 1}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka_fixtures import (
     REPO_ROOT,
     _ensure_topics,
@@ -45,6 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 DEADLINE_S = 120.0
 IRIS_SCORER = str(Path(sys.executable).parent / "iris-scorer")
+FASTSTREAM = str(Path(sys.executable).parent / "faststream")
 SETTINGS = load_settings(environ={})
 
 
@@ -54,14 +56,30 @@ def own_broker() -> Iterator[str]:
         yield bootstrap
 
 
-class Worker:
-    """``iris-scorer worker`` as a subprocess; stderr goes to a temp file (read on failure)."""
+def slow_worker(delay_s: float) -> Callable[[int], list[str]]:
+    """The worker with a pause after each batch's outputs are acknowledged (tests/stream_worker.py)."""
+    return lambda port: [
+        sys.executable,
+        str(REPO_ROOT / "tests" / "stream_worker.py"),
+        str(delay_s),
+        str(port),
+    ]
 
-    def __init__(self, env: dict[str, str]) -> None:
+
+def faststream_run(port: int) -> list[str]:
+    """The worker's FastStream app under FastStream's own CLI."""
+    return [FASTSTREAM, "run", "consumers.worker:app", "--http-port", str(port)]
+
+
+class Worker:
+    """``iris-scorer worker`` (or ``command(port)``) as a subprocess; stderr goes to a temp file."""
+
+    def __init__(self, env: dict[str, str], command: Callable[[int], list[str]] | None = None) -> None:
         self.port = free_port()
         self.log: IO[str] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
+        argv = command(self.port) if command else [IRIS_SCORER, "worker", "--http-port", str(self.port)]
         self.proc = subprocess.Popen(
-            [IRIS_SCORER, "worker", "--http-port", str(self.port)],
+            argv,
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -372,6 +390,60 @@ def test_broker_down_at_start_is_retried_until_it_comes(
         assert worker.terminate() == 0
     finally:
         stop_broker(proc)
+
+
+def test_faststream_run_scores_the_contract_example_and_keeps_odd_headers(
+    registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+) -> None:
+    """`faststream run consumers.worker:app` against a broker process: the AsyncAPI example is
+    scored; a header value that is not UTF-8 fails nothing and travels unchanged."""
+    example = json.loads((REPO_ROOT / "docs" / "asyncapi.json").read_text())["components"]["schemas"]
+    (request,) = [s for s in example.values() if s.get("required", [None])[0] == "id"]
+    (body,) = request["examples"]
+    odd = [("trace", b"\xff\xfe"), ("source", b"lab-3")]
+    valid = {**body, "id": "r-odd"}
+    produce_with_headers(
+        own_broker,
+        [
+            (body["id"].encode(), orjson.dumps(body), []),
+            (b"r-odd", orjson.dumps(valid), odd),
+            (b"bad-odd", b"{not json", odd),
+        ],
+    )
+    collector = Collector(own_broker, (SETTINGS.predictions_topic, SETTINGS.dlq_topic))
+    collectors.append(collector)
+    worker = Worker(worker_env(registry, own_broker, tmp_path), faststream_run)
+    workers.append(worker)
+    worker.wait_ready()
+    collector.wait_for(
+        lambda: collector.count(SETTINGS.predictions_topic) >= 2 and collector.count(SETTINGS.dlq_topic) >= 1,
+        "two predictions and one dead letter",
+    )
+    predictions = {r.key: r for r in collector.records[SETTINGS.predictions_topic]}
+    assert set(predictions) == {body["id"].encode(), b"r-odd"}, "the contract's example is scored"
+    assert list(predictions[b"r-odd"].headers) == odd
+    (dead,) = collector.records[SETTINGS.dlq_topic]
+    assert dead.value == b"{not json" and list(dead.headers)[:2] == odd
+    assert dict(dead.headers)["error"] == b"invalid_json"
+    collector.wait_for(lambda: (lambda c, e: c == e)(*offsets(own_broker)), "committed to the end")
+    assert worker.terminate() == 0
+    assert "worker_stopped" in worker.output()
+
+
+async def _produce_with_headers(
+    bootstrap: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(SETTINGS.requests_topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def produce_with_headers(bootstrap: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+    asyncio.run(_produce_with_headers(bootstrap, records))
 
 
 def _real_kafka() -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +18,7 @@ from consumers.backfill.parts import Workspace
 from ml.errors import BadInputError
 from ml.model import LoadedModel
 from ml.predict import Scorer, Scores, score
-from ml.schema import FEATURES, ID_MAX_CHARS, check_columns, row_errors
+from ml.schema import FEATURES, ID_MAX_CHARS, check_columns, row_errors, row_position
 from ml.settings import Settings
 
 #: what :func:`validate` finds in a chunk: ids, the feature matrix, which rows are valid
@@ -28,13 +28,17 @@ Checked = tuple[pa.ChunkedArray, npt.NDArray[np.float64], npt.NDArray[np.bool_]]
 @dataclass(frozen=True)
 class Chunk:
     """One normalised input table and where it sits: ``unit`` (input file index), ``index`` within
-    the unit, ``first_row`` across the whole input, and where it came from (for rejects)."""
+    the unit, ``first_row`` across the whole input (0-based: the ids of rows without one), and
+    where it came from (for rejects): ``origin``, ``origin_row`` (its first row's 0-based index in
+    ``origin``; ``first_row`` when not given) and whether ``origin`` is a CSV file."""
 
     table: pa.Table
     unit: int
     index: int
     first_row: int
     origin: str
+    origin_row: int | None = None
+    csv: bool = False
     #: the result of :func:`validate`, when the reader thread has already run it
     checked: Checked | None = None
 
@@ -42,14 +46,25 @@ class Chunk:
 # ---------------------------------------------------------------- scoring one chunk
 
 
-def output_schema(classes: npt.NDArray[np.str_], compare: bool, *, dictionary: bool = False) -> pa.Schema:
-    """The output columns. With ``dictionary`` (Parquet output) the label and the constant columns
+def output_schema(
+    classes: npt.NDArray[np.str_],
+    compare: bool,
+    *,
+    dictionary: bool = False,
+    extras: Sequence[pa.Field] = (),
+) -> pa.Schema:
+    """The output columns: ``id``, the features, the pass-through ``extras`` (the input's other
+    columns, :func:`consumers.backfill.readers.extra_fields`), ``label``, ``prob_<class>``,
+    ``compare_label`` (with ``compare``), ``model_name``, ``model_version``, ``scored_at``.
+
+    With ``dictionary`` (Parquet output) the label and the constant columns
     are Arrow dictionaries: built from the argmax indexes at no cost, written by Parquet as they are
     (no hashing of millions of equal strings) and read back as plain strings (see
     :func:`consumers.backfill.writers.parquet_writer`); Arrow IPC parts stay small too."""
     text = pa.dictionary(pa.int32(), pa.string()) if dictionary else pa.string()
     fields: list[tuple[str, pa.DataType]] = [("id", pa.string())]
     fields += [(name, pa.float64()) for name in FEATURES]
+    fields += [(field.name, field.type) for field in extras]
     fields += [("label", text)] + [(f"prob_{c}", pa.float64()) for c in classes.tolist()]
     if compare:
         fields.append(("compare_label", text))
@@ -65,12 +80,13 @@ def output_table(
     scored_at: str,
     schema: pa.Schema,
     constants: ConstantColumns | None = None,
+    extras: Sequence[pa.ChunkedArray | pa.Array] = (),
 ) -> pa.Table:
     """Columns straight from Arrow and numpy: no per-row Python."""
     constants = constants if constants is not None else ConstantColumns()
     n = len(scores)
     dictionary = pa.types.is_dictionary(schema.field("label").type)
-    columns: list[Any] = [ids, *features]
+    columns: list[Any] = [ids, *features, *extras]
     columns.append(_labels(scores, dictionary))
     by_class = np.ascontiguousarray(scores.probabilities.T)  # one copy, then zero-copy columns
     columns += [pa.array(by_class[j]) for j in range(len(scores.model.classes))]
@@ -81,6 +97,28 @@ def output_table(
         for value in (scores.model.name, scores.model.version, scored_at)
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def extra_names(schema: pa.Schema) -> list[str]:
+    """The pass-through columns of an output schema (between the features and ``label``)."""
+    names: list[str] = schema.names
+    return names[1 + len(FEATURES) : names.index("label")]
+
+
+def extra_columns(table: pa.Table, schema: pa.Schema, mask: pa.Array | None) -> list[pa.ChunkedArray]:
+    """The pass-through columns of an input chunk, typed as ``schema`` says (nulls where the chunk's
+    file has no such column), of the rows in ``mask``."""
+    columns = []
+    for name in extra_names(schema):
+        kind = schema.field(name).type
+        if name in table.column_names:
+            column = table[name]
+            if column.type != kind:
+                column = column.cast(kind)
+        else:
+            column = pa.chunked_array([pa.nulls(table.num_rows, kind)])
+        columns.append(column.filter(mask) if mask is not None else column)
+    return columns
 
 
 def _labels(scores: Scores, dictionary: bool) -> pa.Array:
@@ -123,24 +161,32 @@ def confusion(scores: Scores, compare: Scores) -> dict[str, dict[str, int]]:
 def reject_lines(
     chunk: Chunk, ids: pa.ChunkedArray, matrix: npt.NDArray[np.float64], bad: npt.NDArray[np.intp]
 ) -> list[bytes]:
-    """One JSON line per bad row (a loop over the bad rows only)."""
+    """One JSON line per bad row (a loop over the bad rows only): ``row`` is the 1-based data row
+    of ``input`` and, for CSV, ``line`` its line (see :mod:`ml.schema`)."""
     table = chunk.table
-    reasons = table["_reason"].to_pylist() if "_reason" in table.column_names else None
-    raw_ids = table["id"].to_pylist() if "id" in table.column_names else None
-    id_list = ids.to_pylist()
+
+    def cells(name: str) -> list[Any] | None:
+        return table[name].take(pa.array(bad)).to_pylist() if name in table.column_names else None
+
+    reasons, structured, texts, raw_ids = cells("_reason"), cells("_errors"), cells("_text"), cells("id")
+    id_list = ids.take(pa.array(bad)).to_pylist()
+    base = chunk.origin_row if chunk.origin_row is not None else chunk.first_row
     lines = []
-    for i in bad.tolist():
+    for k, i in enumerate(bad.tolist()):
         errors: list[dict[str, Any]] = []
-        if reasons is not None and reasons[i] is not None:
-            errors.append({"loc": [], "msg": reasons[i]})
+        if structured is not None and structured[k] is not None:
+            errors = orjson.loads(structured[k])
+        elif reasons is not None and reasons[k] is not None:
+            errors.append({"loc": [], "msg": reasons[k]})
         else:
-            errors = [e.to_dict() for e in row_errors(matrix[i])]
-            rid = id_list[i]
+            text = orjson.loads(texts[k]) if texts is not None and texts[k] is not None else None
+            errors = [e.to_dict() for e in row_errors(matrix[i], text)]
+            rid = id_list[k]
             if rid is None or not 1 <= len(rid) <= ID_MAX_CHARS:
                 errors.append({"loc": ["id"], "msg": f"must be 1-{ID_MAX_CHARS} characters"})
         record = {
-            "row": chunk.first_row + i,
-            "id": raw_ids[i] if raw_ids is not None else id_list[i],
+            **row_position(base + i + 1, csv=chunk.csv),
+            "id": raw_ids[k] if raw_ids is not None else id_list[k],
             "input": chunk.origin,
             "errors": errors,
         }
@@ -199,9 +245,10 @@ def score_chunk(
     features = [chunk.table[name] for name in FEATURES]
     if mask is not None:
         features = [column.filter(mask) for column in features]
+    extras = extra_columns(chunk.table, schema, mask)
     scores = scorer.score(good, SOURCE)
     compared = score(compare_model, good) if compare_model is not None else None
-    table = output_table(good_ids, features, scores, compared, scored_at, schema, constants)
+    table = output_table(good_ids, features, scores, compared, scored_at, schema, constants, extras)
     classes = scores.model.classes.tolist()
     counts: list[int] = np.bincount(scores.index, minlength=len(classes)).tolist() if len(scores) else []
     stats: dict[str, Any] = {
@@ -260,7 +307,7 @@ def iter_file_chunks(
             continue
         rows = 0
         for index, table in enumerate(readers.read_chunks(file, chunk_rows)):
-            yield Chunk(table, unit, index, offset + rows, str(file.path))
+            yield Chunk(table, unit, index, offset + rows, str(file.path), rows, file.kind == "csv")
             rows += table.num_rows
         if known is None:
             yield UnitDone(unit, rows)
@@ -271,7 +318,7 @@ def iter_topic_chunks(settings: Settings, options: BackfillOptions) -> Iterator[
     from consumers.backfill.topics import read_topic_range
 
     assert options.from_topic is not None
-    tables = read_topic_range(settings, options.from_topic, options.start, options.end, options.chunk_rows)
+    tables = read_topic_range(settings, options.from_topic, options.start, options.end)
     first_row = 0
     for index, table in enumerate(readers.rechunk(tables, options.chunk_rows)):
         yield Chunk(table, 0, index, first_row, options.from_topic)

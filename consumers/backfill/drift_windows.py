@@ -1,10 +1,13 @@
 """Drift over history for the backfill: one report per window of scored rows.
 
 ``--drift-window 10000`` makes windows of 10,000 rows; ``--drift-window 1h`` (``s``, ``m``, ``h``,
-``d``) makes tumbling time windows aligned to the epoch, over ``sent_at`` (files) or the record
-timestamp (topics). Time windows assume the input is roughly in time order: a window closes when a
-row of a later window arrives, and a late row joins the open window. Rows without a time are left
-out of time windows. Windows with fewer than ``IRIS_DRIFT_MIN_ROWS`` rows are skipped.
+``d``) makes tumbling event-time windows aligned to the epoch, over ``sent_at`` (files) or the
+record timestamp (topics). Both are :mod:`ml.windows` (the stream's engine): a row goes to the
+window its time belongs to whatever the input order (interleaved partitions, unsorted files), with
+at most ``IRIS_DRIFT_MAX_OPEN_WINDOWS`` windows open (default 8); a row whose window has already
+closed is late: counted in :attr:`DriftWindows.late_rows`, put in no window. Rows without a time
+are left out of time windows and counted in :attr:`DriftWindows.untimed_rows`. Windows with fewer
+than ``IRIS_DRIFT_MIN_ROWS`` rows are skipped.
 
 Each window is compared with the model's reference data by :func:`ml.drift.evaluate_drift` and
 saved by :func:`ml.drift_reports.save_report` (HTML and JSON).
@@ -13,6 +16,7 @@ saved by :func:`ml.drift_reports.save_report` (HTML and JSON).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +31,14 @@ import pyarrow as pa
 from ml.errors import BadInputError
 from ml.logs import log_event
 from ml.schema import FEATURES
+from ml.windows import (
+    DEFAULT_MAX_OPEN_WINDOWS,
+    ClosedWindow,
+    EventTimeBuffer,
+    EventTimeConfig,
+    WindowBuffer,
+    WindowConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +86,7 @@ def _moment(ms: float) -> datetime:
 
 
 class DriftWindows:
-    """Accumulates scored rows into windows and writes a report per closed window."""
+    """Puts scored rows into windows (:mod:`ml.windows`) and writes a report per closed window."""
 
     def __init__(
         self,
@@ -88,6 +100,8 @@ class DriftWindows:
         model_version: str,
         fallback_time: datetime,
         already_saved: int = 0,
+        max_open_windows: int = DEFAULT_MAX_OPEN_WINDOWS,
+        allowed_lateness_ms: int | None = None,
     ) -> None:
         self.spec = spec
         self.reference = reference
@@ -100,70 +114,65 @@ class DriftWindows:
         self.already_saved = already_saved
         self.closed = 0
         self.reports: list[str] = []
-        self._rows: list[npt.NDArray[np.float64]] = []
-        self._times: list[npt.NDArray[np.float64]] = []
-        self._count = 0
-        self._key: int | None = None
+        self._by_rows: WindowBuffer | None = None
+        self._by_time: EventTimeBuffer | None = None
+        if spec.rows is not None:  # the times ride along as a last column, for the report's bounds
+            self._by_rows = WindowBuffer(WindowConfig(max_rows=spec.rows, max_seconds=math.inf))
+        else:
+            assert spec.window_ms is not None
+            self._by_time = EventTimeBuffer(
+                EventTimeConfig(
+                    window_ms=spec.window_ms,
+                    max_open_windows=max_open_windows,
+                    allowed_lateness_ms=allowed_lateness_ms,
+                )
+            )
+
+    @property
+    def late_rows(self) -> int:
+        """Rows left out of time windows because their window had already closed."""
+        return self._by_time.state.late_rows if self._by_time is not None else 0
+
+    @property
+    def untimed_rows(self) -> int:
+        """Rows left out of time windows because they have no time."""
+        return self._by_time.state.untimed_rows if self._by_time is not None else 0
 
     def add(self, matrix: npt.NDArray[np.float64], times_ms: npt.NDArray[np.float64] | None) -> None:
-        if self.spec.rows is not None:
-            self._add_rows(matrix, times_ms if times_ms is not None else np.full(len(matrix), np.nan))
-        elif times_ms is not None:
-            self._add_timed(matrix, times_ms)
-
-    def _add_rows(self, matrix: npt.NDArray[np.float64], times: npt.NDArray[np.float64]) -> None:
-        assert self.spec.rows is not None
-        size = self.spec.rows
-        while len(matrix):
-            take = min(size - self._count, len(matrix))
-            self._rows.append(matrix[:take])
-            self._times.append(times[:take])
-            self._count += take
-            matrix, times = matrix[take:], times[take:]
-            if self._count >= size:
-                self._close_rows()
-
-    def _close_rows(self) -> None:
-        rows, times = self._take()
-        finite = times[np.isfinite(times)]
-        if len(finite):
-            start, end = _moment(float(finite.min())), _moment(float(finite.max()))
-        else:
-            start = end = self.fallback_time
-        self._emit(rows, start, end)
-
-    def _add_timed(self, matrix: npt.NDArray[np.float64], times: npt.NDArray[np.float64]) -> None:
-        assert self.spec.window_ms is not None
-        known = np.isfinite(times)
-        matrix, times = matrix[known], times[known]
-        keys = np.floor(times / self.spec.window_ms).astype(np.int64)
-        for key in np.unique(keys).tolist():
-            if self._key is None:
-                self._key = key
-            elif key > self._key:
-                self._close_timed()
-                self._key = key
-            self._rows.append(matrix[keys == key])
-            self._count += int((keys == key).sum())
-
-    def _close_timed(self) -> None:
-        assert self._key is not None and self.spec.window_ms is not None
-        rows, _ = self._take()
-        start_ms = self._key * self.spec.window_ms
-        self._emit(rows, _moment(start_ms), _moment(start_ms + self.spec.window_ms))
-
-    def _take(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        rows = np.concatenate(self._rows) if self._rows else np.empty((0, len(FEATURES)))
-        times = np.concatenate(self._times) if self._times else np.empty(0)
-        self._rows, self._times, self._count = [], [], 0
-        return rows, times
+        times = times_ms if times_ms is not None else np.full(len(matrix), np.nan)
+        if self._by_rows is not None:
+            self._emit_rows(self._by_rows.add(np.column_stack([matrix, times]), self.model_version, 0.0))
+        elif self._by_time is not None:
+            self._emit_times(self._by_time.add(matrix, times))
 
     def finish(self) -> None:
-        if self._count:
-            if self.spec.rows is not None:
-                self._close_rows()
+        if self._by_rows is not None:
+            self._emit_rows(self._by_rows.flush(0.0))
+        elif self._by_time is not None:
+            self._emit_times(self._by_time.flush())
+            log_event(
+                logger,
+                "backfill drift windows finished",
+                windows=self.closed,
+                late_rows=self.late_rows,
+                untimed_rows=self.untimed_rows,
+                max_open_windows=self._by_time.config.max_open_windows,
+            )
+
+    def _emit_rows(self, closed: list[tuple[ClosedWindow, npt.NDArray[np.float64]]]) -> None:
+        for _, block in closed:
+            rows, times = block[:, : len(FEATURES)], block[:, len(FEATURES)]
+            finite = times[np.isfinite(times)]
+            if len(finite):
+                start, end = _moment(float(finite.min())), _moment(float(finite.max()))
             else:
-                self._close_timed()
+                start = end = self.fallback_time
+            self._emit(rows, start, end)
+
+    def _emit_times(self, closed: list[tuple[ClosedWindow, npt.NDArray[np.float64]]]) -> None:
+        for window, rows in closed:
+            start = datetime.fromtimestamp(window.started_at_s, tz=UTC)
+            self._emit(rows, start, datetime.fromtimestamp(window.ended_at_s, tz=UTC))
 
     def _emit(self, rows: npt.NDArray[np.float64], start: datetime, end: datetime) -> None:
         from ml.drift import evaluate_drift

@@ -31,6 +31,8 @@ class BackfillOptions:
     to_topic: str | None = None
     drift_window: str | None = None
     progress: bool | None = None  # None: a bar on a TTY, log lines otherwise
+    #: leave the input's other columns out of the output (by default they pass through)
+    drop_extra_columns: bool = False
 
 
 @dataclass
@@ -45,6 +47,9 @@ class BackfillSummary:
     compare_path: Path | None = None
     compare: dict[str, Any] | None = None
     drift_reports: list[str] = field(default_factory=list)
+    #: rows left out of drift windows: later than the open windows allow, or without a time
+    drift_late_rows: int = 0
+    drift_untimed_rows: int = 0
     resumed_parts: int = 0
     model: str = ""
 
@@ -67,6 +72,11 @@ class BackfillSummary:
             lines.append(f"compare: {orjson.dumps(self.compare).decode()} ({self.compare_path or '-'})")
         if self.drift_reports:
             lines.append(f"drift reports: {len(self.drift_reports)} (last: {self.drift_reports[-1]})")
+        if self.drift_late_rows or self.drift_untimed_rows:
+            lines.append(
+                f"drift windows left out: late_rows={self.drift_late_rows} "
+                f"untimed_rows={self.drift_untimed_rows} (IRIS_DRIFT_MAX_OPEN_WINDOWS bounds lateness)"
+            )
         return "\n".join(lines)
 
 

@@ -6,9 +6,18 @@ identical to an uninterrupted one. Normalised columns:
 
 - ``id`` (string, null where the input has none), the four features (float64; NaN where a value
   is missing or not a number, so :func:`ml.schema.check_columns` rejects the row);
-- ``sent_at`` (string, when the input has it) and ``_ts`` (epoch milliseconds, topic input only);
-- ``_reason`` (string, optional): a row already known to be bad (a JSON line that is not an object,
-  an id of the wrong type) and why.
+- the input's other columns, in input order (``sent_at`` among them): the pass-through columns
+  (:func:`pass_through`). CSV cells are text; Parquet columns keep their type; JSON Lines keys are
+  those of the first record, as text (JSON strings as they are, other values as JSON);
+- internal columns, never passed through (:data:`INTERNAL_COLUMNS`): ``_ts`` (epoch milliseconds,
+  topic input only); ``_reason`` (string, optional): a row already known to be bad (a JSON line
+  that is not an object, a CSV row with the wrong number of values) and why; ``_errors`` (the same
+  as a JSON list of ``{"loc", "msg"}``); ``_text`` (a JSON object of the feature cells that held
+  text that is not a number, so the reject can quote them).
+
+Row ``k`` of a file's chunks is always the file's data row ``k + 1`` (see :mod:`ml.schema`): a CSV
+row with the wrong number of values is parsed by Arrow's ``invalid_row_handler`` and put back in
+its place as a row that carries its ``_reason``.
 
 All readers stream: CSV with ``pyarrow.csv.open_csv``, Parquet with ``ParquetFile.iter_batches``
 (it decodes page by page) and JSON Lines with ``pyarrow.json.open_json``. (``pyarrow.dataset``
@@ -20,6 +29,7 @@ JSON), the file is re-read from the same row on a tolerant path, so one bad row 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -32,15 +42,64 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from consumers.backfill.files import OPTIONAL_COLUMNS, InputFile
+from consumers.backfill.files import InputFile
 from ml.errors import BadInputError
-from ml.schema import FEATURES, ID_MAX_CHARS, RecordInvalid, check_record
+from ml.schema import (
+    FEATURES,
+    ID_MAX_CHARS,
+    NUMBER_TEXT,
+    RecordInvalid,
+    check_record,
+    ragged_row_message,
+)
 
 #: Arrow's streaming CSV and JSON readers queue up to 32 raw blocks ahead of the consumer, so
 #: peak memory grows with the block size up to 32 blocks of input: 1 MiB blocks keep it at
 #: 32 MiB (4 MiB blocks made a 5M-row CSV peak 1.27x a 1M-row one, bench/RESULTS.md).
 READ_BLOCK_BYTES = 1 << 20
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+INTERNAL_COLUMNS = ("_ts", "_reason", "_errors", "_text")
+#: columns of the output besides the pass-through ones: an input column of one of these names is
+#: not passed through (``prob_<class>`` columns are matched by prefix)
+OUTPUT_COLUMNS = ("id", *FEATURES, "label", "compare_label", "model_name", "model_version", "scored_at")
+
+
+def pass_through(names: Iterable[str]) -> list[str]:
+    """The input columns that go to the output as they are: all but the schema's own, internal
+    helper columns and names the output uses."""
+    return [
+        name
+        for name in names
+        if name not in OUTPUT_COLUMNS and name not in INTERNAL_COLUMNS and not name.startswith("prob_")
+    ]
+
+
+def extra_fields(files: Sequence[InputFile]) -> list[pa.Field]:
+    """The pass-through columns of all input files, in first-seen order (one output schema for
+    the whole run); a column whose type differs between files is text."""
+    fields: dict[str, pa.DataType] = {}
+    for file in files:
+        for name, kind in _file_extras(file):
+            if name not in fields:
+                fields[name] = kind
+            elif fields[name] != kind:
+                fields[name] = pa.string()
+    return [pa.field(name, kind) for name, kind in fields.items()]
+
+
+def _file_extras(file: InputFile) -> list[tuple[str, pa.DataType]]:
+    if file.kind == "csv":
+        return [
+            (name, pa.string())
+            for name in pass_through(_wrap_read_error(file, "CSV", lambda: _csv_header(file)))
+        ]
+    if file.kind == "jsonl":
+        return [(name, pa.string()) for name in _jsonl_extras(file)]
+    schema = _wrap_read_error(file, "Parquet", lambda: pq.read_schema(file.path))
+    return [
+        (field.name, field.type)
+        for field in schema
+        if field.name in pass_through([field.name]) and not pa.types.is_nested(field.type)
+    ]
 
 
 def count_rows(file: InputFile) -> int:
@@ -72,12 +131,19 @@ def rechunk(tables: Iterable[pa.Table], chunk_rows: int) -> Iterator[pa.Table]:
         buffer.append(table)
         buffered += table.num_rows
         while buffered >= chunk_rows:
-            whole = pa.concat_tables(buffer) if len(buffer) > 1 else buffer[0]
+            whole = _concat(buffer)
             yield whole.slice(0, chunk_rows)
             rest = whole.slice(chunk_rows)
             buffer, buffered = ([rest] if rest.num_rows else []), rest.num_rows
     if buffered:
-        yield pa.concat_tables(buffer) if len(buffer) > 1 else buffer[0]
+        yield _concat(buffer)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """One table; tables without an internal column (``_reason``…) get it as nulls."""
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def _robust_batches(file: InputFile, batch_rows: int, count_only: bool) -> Iterator[pa.Table]:
@@ -136,29 +202,87 @@ def _fast_tables(file: InputFile, batch_rows: int, count_only: bool) -> Iterator
     yield from _csv_tables(file, typed=True, count_only=count_only)
 
 
+class _RaggedRows:
+    """Arrow's ``invalid_row_handler``: notes each CSV row with the wrong number of values (its
+    0-based data row and why) and skips it; :meth:`put_back` returns them to their places."""
+
+    def __init__(self) -> None:
+        self.rows: deque[tuple[int, str]] = deque()
+
+    def __call__(self, row: Any) -> str:
+        if row.number is None:  # Arrow knows row numbers only when it parses serially
+            raise pa.ArrowInvalid(f"row {row.text!r} has the wrong number of values")
+        # row.number counts records from 1 with the header as record 1
+        self.rows.append(
+            (int(row.number) - 2, ragged_row_message(row.expected_columns, row.actual_columns, row.text))
+        )
+        return "skip"
+
+    def put_back(self, table: pa.Table, done: int, last: bool, count_only: bool) -> pa.Table:
+        """``table`` (the rows after the first ``done`` data rows) with the skipped rows back in."""
+        if not self.rows:
+            return table
+        pieces: list[pa.Table] = []
+        cursor, position = 0, done
+        while self.rows and (last or self.rows[0][0] - position <= table.num_rows - cursor):
+            before = max(0, min(self.rows[0][0] - position, table.num_rows - cursor))
+            if before:
+                pieces.append(table.slice(cursor, before))
+                cursor, position = cursor + before, position + before
+            _, reason = self.rows.popleft()
+            pieces.append(_reason_rows(table.schema, [reason], count_only))
+            position += 1
+        if cursor < table.num_rows:
+            pieces.append(table.slice(cursor))
+        return _concat(pieces)
+
+
+def _reason_rows(schema: pa.Schema, reasons: list[str], count_only: bool) -> pa.Table:
+    """Rows of nulls (NaN features) that carry only why they are bad."""
+    columns = {f.name: pa.nulls(len(reasons), f.type) for f in schema if f.name != "_reason"}
+    if not count_only:
+        columns["_reason"] = pa.array(reasons, pa.string())
+    return pa.table(columns)
+
+
 def _csv_tables(file: InputFile, *, typed: bool, count_only: bool) -> Iterator[pa.Table]:
     """A streaming CSV reader (one block in memory at a time); numbers as float64 or as text."""
     header = _wrap_read_error(file, "CSV", lambda: _csv_header(file))
     columns = _wanted(file, header, count_only)
-    types = {name: pa.string() for name in columns if name in OPTIONAL_COLUMNS}
+    types = {name: pa.string() for name in columns if name not in FEATURES}
     if not count_only:
         types.update({name: (pa.float64() if typed else pa.string()) for name in FEATURES})
+    ragged = _RaggedRows()
     try:  # a conversion error (ArrowInvalid) goes up: the tolerant reader takes over
         reader = pacsv.open_csv(
             file.path,
-            read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
+            # serial parsing: the invalid-row handler gets row numbers only then
+            read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
             convert_options=pacsv.ConvertOptions(
                 column_types=types, include_columns=columns, strings_can_be_null=True
             ),
         )
     except OSError as exc:
         raise BadInputError(f"input {file.path} could not be read as CSV: {exc}.") from None
+    done = 0
     for batch in reader:
-        yield _normalise(pa.Table.from_batches([batch]), count_only)
+        table = ragged.put_back(
+            _normalise(pa.Table.from_batches([batch]), count_only), done, False, count_only
+        )
+        done += table.num_rows
+        yield table
+    if ragged.rows:
+        schema = _normalise(reader.schema.empty_table(), count_only).schema
+        yield ragged.put_back(schema.empty_table(), done, True, count_only)
 
 
 def _csv_header(file: InputFile) -> list[str]:
-    with pacsv.open_csv(file.path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
+    with pacsv.open_csv(
+        file.path,
+        read_options=pacsv.ReadOptions(block_size=1 << 16, use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
+    ) as reader:
         return list(reader.schema.names)
 
 
@@ -166,7 +290,7 @@ def _wanted(file: InputFile, names: Sequence[str], count_only: bool) -> list[str
     if count_only:
         return [FEATURES[0]] if FEATURES[0] in names else list(names[:1])
     _require_features(file, names)
-    return [name for name in (*OPTIONAL_COLUMNS, *FEATURES) if name in names]
+    return ["id"] * ("id" in names) + list(FEATURES) + pass_through(names)
 
 
 def _jsonl_schema() -> pa.Schema:
@@ -176,44 +300,48 @@ def _jsonl_schema() -> pa.Schema:
 
 
 def _jsonl_fast(file: InputFile, count_only: bool) -> Iterator[pa.Table]:
-    if not count_only:
-        _check_jsonl_head(file)
+    extras = [] if count_only else _jsonl_extras(file)
     try:  # a conversion error (ArrowInvalid) goes up to the tolerant reader
         reader = pajson.open_json(
             file.path,
             read_options=pajson.ReadOptions(block_size=READ_BLOCK_BYTES),
             parse_options=pajson.ParseOptions(
-                explicit_schema=_jsonl_schema(), unexpected_field_behavior="ignore"
+                explicit_schema=_jsonl_schema(),
+                # pass-through values keep their JSON type here; _normalise makes them text
+                unexpected_field_behavior="infer" if extras else "ignore",
             ),
         )
     except OSError as exc:
         raise BadInputError(f"input {file.path} could not be read as JSON Lines: {exc}.") from None
     for batch in reader:
-        yield _normalise(pa.Table.from_batches([batch]), count_only)
+        yield _normalise(pa.Table.from_batches([batch]), count_only, json_extras=extras)
 
 
-def _check_jsonl_head(file: InputFile) -> None:
-    """A missing field fails at once, like a missing column: judged on the first record."""
+def _jsonl_extras(file: InputFile) -> list[str]:
+    """The pass-through keys of the first record; a missing field fails at once, like a missing
+    column (judged on the first record too)."""
     with file.path.open("rb") as handle:
         for line in handle:
             if line.strip():
                 try:
                     first = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    return  # the row is rejected on its own
+                    return []  # the row is rejected on its own
                 if isinstance(first, dict):
                     _require_features(file, list(first))
-                return
+                    return pass_through(first)
+                return []
+    return []
 
 
 def _tolerant_tables(file: InputFile, batch_rows: int, count_only: bool) -> Iterator[pa.Table]:
     if file.kind == "csv":
         yield from _csv_tables(file, typed=False, count_only=count_only)
         return
-    yield from _jsonl_tolerant(file, batch_rows)
+    yield from _jsonl_tolerant(file, batch_rows, [] if count_only else _jsonl_extras(file))
 
 
-def _jsonl_tolerant(file: InputFile, batch_rows: int) -> Iterator[pa.Table]:
+def _jsonl_tolerant(file: InputFile, batch_rows: int, extras: Sequence[str]) -> Iterator[pa.Table]:
     """Line by line (only after the fast reader failed): every line becomes a row or a reject."""
     with file.path.open("rb") as handle:
         lines: list[bytes] = []
@@ -221,65 +349,120 @@ def _jsonl_tolerant(file: InputFile, batch_rows: int) -> Iterator[pa.Table]:
             if line.strip():
                 lines.append(line)
                 if len(lines) >= batch_rows:
-                    yield _jsonl_rows(lines)
+                    yield _jsonl_rows(lines, extras)
                     lines = []
         if lines:
-            yield _jsonl_rows(lines)
+            yield _jsonl_rows(lines, extras)
 
 
-def _jsonl_rows(lines: Sequence[bytes]) -> pa.Table:
+def _jsonl_rows(lines: Sequence[bytes], extras: Sequence[str]) -> pa.Table:
     n = len(lines)
     ids: list[str | None] = [None] * n
-    sent: list[str | None] = [None] * n
     reasons: list[str | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    passed: dict[str, list[str | None]] = {name: [None] * n for name in extras}
     values = np.full((n, len(FEATURES)), np.nan)
     for i, line in enumerate(lines):
+        obj: Any = None
         try:
-            record = check_record(orjson.loads(line), require_id=False)
+            obj = orjson.loads(line)
+            record = check_record(obj, require_id=False)
         except orjson.JSONDecodeError as exc:
             reasons[i] = f"invalid JSON: {exc}"
         except RecordInvalid as exc:
             reasons[i] = str(exc)
+            errors[i] = orjson.dumps([e.to_dict() for e in exc.errors]).decode()
         else:
-            ids[i], sent[i] = record.id, record.sent_at
+            ids[i] = record.id
             values[i] = record.features
+        if reasons[i] is None or errors[i] is not None:
+            for name in extras:
+                passed[name][i] = _json_text(obj.get(name)) if isinstance(obj, dict) else None
     columns: dict[str, Any] = {"id": pa.array(ids, pa.string())}
     columns.update({name: pa.array(values[:, j]) for j, name in enumerate(FEATURES)})
-    columns["sent_at"] = pa.array(sent, pa.string())
+    columns.update({name: pa.array(texts, pa.string()) for name, texts in passed.items()})
     columns["_reason"] = pa.array(reasons, pa.string())
+    columns["_errors"] = pa.array(errors, pa.string())
     return pa.table(columns)
 
 
-def _to_float(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Numbers as float64; text parsed where it is a number, null (→ NaN, rejected) where not."""
+def _json_text(value: object) -> str | None:
+    """A JSON value as pass-through text: strings as they are, others as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _to_float(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray | None]:
+    """Numbers as float64; text parsed where it is a number, null (→ NaN, rejected) where not.
+    Also a mask of the cells that held text that is not a number (``None``: there are none)."""
     kind = column.type
     if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_decimal(kind):
-        return column.cast(pa.float64())
+        return column.cast(pa.float64()), None
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         try:
-            return column.cast(pa.float64())
+            return column.cast(pa.float64()), None
         except pa.ArrowInvalid:
-            numeric = pc.match_substring_regex(column, _NUMBER)
+            numeric = pc.fill_null(pc.match_substring_regex(column, NUMBER_TEXT), True)
             cleaned = pc.utf8_trim_whitespace(pc.if_else(numeric, column, pa.scalar(None, column.type)))
-            return cleaned.cast(pa.float64())
+            return cleaned.cast(pa.float64()), pc.invert(numeric)
     if pa.types.is_null(kind):
-        return pa.chunked_array([pa.nulls(len(column), pa.float64())])
+        return pa.chunked_array([pa.nulls(len(column), pa.float64())]), None
     raise pa.ArrowInvalid(f"column of type {kind} is not numeric")
 
 
-def _normalise(table: pa.Table, count_only: bool = False) -> pa.Table:
+def _normalise(table: pa.Table, count_only: bool = False, *, json_extras: Sequence[str] = ()) -> pa.Table:
     if count_only:
         return table
     columns: dict[str, Any] = {}
     if "id" in table.column_names:
         ids = table["id"]
         columns["id"] = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
+    texts: dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]] = {}
     for name in FEATURES:
-        columns[name] = _to_float(table[name])
-    for extra in ("sent_at", "_reason", "_ts"):
+        columns[name], not_numbers = _to_float(table[name])
+        if not_numbers is not None:
+            texts[name] = (table[name], not_numbers)
+    if json_extras:
+        for name in json_extras:
+            columns[name] = (
+                _as_json_text(table[name])
+                if name in table.column_names
+                else pa.nulls(table.num_rows, pa.string())
+            )
+    else:
+        for name in pass_through(table.column_names):
+            columns[name] = table[name]
+    for extra in INTERNAL_COLUMNS:
         if extra in table.column_names:
             columns[extra] = table[extra]
+    if texts:
+        columns["_text"] = _text_column(texts, table.num_rows)
     return pa.table(columns)
+
+
+def _as_json_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_string(column.type):
+        return column
+    try:
+        return column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.chunked_array([pa.array([_json_text(v) for v in column.to_pylist()], pa.string())])
+
+
+def _text_column(texts: dict[str, tuple[pa.ChunkedArray, pa.ChunkedArray]], n: int) -> pa.Array:
+    """``_text``: for rows with cells that are not numbers, a JSON object of those cells' text."""
+    masks = {
+        name: np.asarray(mask.to_numpy(zero_copy_only=False), dtype=np.bool_)
+        for name, (_, mask) in texts.items()
+    }
+    rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
+    values: list[str | None] = [None] * n
+    raw = {name: column.take(pa.array(rows)).to_pylist() for name, (column, _) in texts.items()}
+    for position, row in enumerate(rows.tolist()):
+        cells = {name: raw[name][position] for name in texts if masks[name][row]}
+        values[row] = orjson.dumps(cells).decode()
+    return pa.array(values, pa.string())
 
 
 def fill_ids(table: pa.Table, first_row: int) -> tuple[pa.ChunkedArray, npt.NDArray[np.bool_]]:

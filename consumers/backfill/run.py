@@ -120,7 +120,10 @@ def run_backfill(
 
         publisher = TopicPublisher(settings, options.to_topic)
     out_kind = inputs.output_kind(output) if output is not None and publisher is None else None
-    schema = output_schema(model.classes, compare_model is not None, dictionary=out_kind == "parquet")
+    extras = [] if options.drop_extra_columns else readers.extra_fields(files)
+    schema = output_schema(
+        model.classes, compare_model is not None, dictionary=out_kind == "parquet", extras=extras
+    )
     sink = FileSink(workspace, out_kind, schema) if workspace is not None else None
     writer = OrderedWriter() if sink is not None else None
     progress = Progress(total, options.progress)
@@ -180,6 +183,8 @@ def run_backfill(
     summary = _summarise(stats, model, compare_model)
     summary.resumed_parts = resumed if workspace is not None and workspace.resumed else 0
     summary.drift_reports = drift.reports if drift is not None else []
+    if drift is not None:
+        summary.drift_late_rows, summary.drift_untimed_rows = drift.late_rows, drift.untimed_rows
     if output is not None and sink is not None:
         sink.finish(output, summary)
     summary.seconds = time.monotonic() - started
@@ -220,6 +225,7 @@ def _drift_windows(
         model_version=model.version,
         fallback_time=datetime.fromisoformat(scored_at.replace("Z", "+00:00")),
         already_saved=int(workspace.manifest.get("drift_saved", 0)) if workspace is not None else 0,
+        max_open_windows=settings.drift_max_open_windows,
     )
 
 
@@ -238,6 +244,7 @@ def _fingerprint(
             "shard": list(options.shard),
             "to_topic": options.to_topic,
             "drift_window": options.drift_window,
+            "drop_extra_columns": options.drop_extra_columns,
         }
     )
 

@@ -15,13 +15,16 @@ run one coroutine at a time on it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from consumers.backfill.readers import rechunk
 from ml.errors import BadInputError, IrisError
 from ml.messages import decode_batch, encode_predictions
 from ml.predict import Scores, prediction_records
@@ -29,6 +32,9 @@ from ml.schema import FEATURES
 from ml.settings import Settings
 
 EMPTY_POLLS_BEFORE_GIVING_UP = 30
+#: records read from one partition at a time: small enough that holding one table per partition
+#: ahead (see :func:`interleave_by_time`) stays cheap, large enough for few fetch round trips
+PARTITION_READ_ROWS = 10_000
 POLL_TIMEOUT_MS = 1000
 
 
@@ -65,9 +71,9 @@ def read_topic_range(
     topic: str,
     start: datetime | None,
     end: datetime | None,
-    batch_rows: int,
 ) -> Iterator[pa.Table]:
-    """Tables of the messages in the range, each row valid or carrying a ``_reason``."""
+    """Tables of the messages in the range, each row valid or carrying a ``_reason``, in
+    event-time order across partitions (:func:`interleave_by_time`)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -87,14 +93,12 @@ def read_topic_range(
     try:
         try:
             loop.run_until_complete(consumer.start())
-            # A consumer without a subscription caches no topic metadata: ask the cluster once.
-            cluster = loop.run_until_complete(consumer._client.fetch_all_metadata())
-        except KafkaError as exc:
+            partitions = loop.run_until_complete(_partition_ids(kafka, topic))
+        except (KafkaError, TimeoutError) as exc:
             raise TopicError(
                 f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
                 f"{type(exc).__name__}."
             ) from None
-        partitions = sorted(cluster.partitions_for_topic(topic) or ())
         if not partitions:
             raise BadInputError(f"topic {topic} does not exist on {kafka.bootstrap_servers}.")
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -104,14 +108,76 @@ def read_topic_range(
         starts = dict(first)
         if start_ms is not None:
             starts.update(_offsets_for_times(loop, consumer, tps, start_ms))
+        readers: dict[Any, Iterator[pa.Table]] = {}
         for tp in tps:
             if starts[tp] >= last[tp]:
                 continue
             _call(loop, consumer.seek, tp, starts[tp])
-            yield from _read_partition(loop, consumer, tp, last[tp], start_ms, end_ms, batch_rows, settings)
+            fetched = _read_partition(
+                loop, consumer, tp, last[tp], start_ms, end_ms, PARTITION_READ_ROWS, settings
+            )
+            # tables cut at fixed record counts, whatever each fetch returned: the same data
+            # interleaves the same way on every run (a resumed run relies on it)
+            readers[tp] = rechunk(fetched, PARTITION_READ_ROWS)
+        yield from interleave_by_time(readers)
     finally:
         loop.run_until_complete(consumer.stop())
         loop.close()
+
+
+async def _partition_ids(kafka: Any, topic: str) -> list[int]:
+    """The topic's partition ids, none if it does not exist.
+
+    A consumer without a subscription caches no topic metadata and has no public call to fetch
+    it, so the admin client asks the cluster once. It asks for every topic, as the consumer's own
+    refresh does: a request naming the topic could make a broker auto-create it.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    try:
+        await admin.start()
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return sorted(
+        part["partition"]
+        for found in described
+        if found["topic"] == topic and found["error_code"] == 0
+        for part in found["partitions"]
+    )
+
+
+def interleave_by_time(readers: Mapping[Any, Iterator[pa.Table]]) -> Iterator[pa.Table]:
+    """Merge per-partition tables (each partition's in its own offset order) by record time: next
+    comes the partition whose pending table starts earliest (ties: the smaller key). Every
+    partition stays within about one table of the others in event time, so drift windows over
+    event time (:mod:`ml.windows`, a few windows open) see each period's rows from all partitions
+    together; read partition after partition, the later partitions' rows would all come late.
+    One table per partition is held ahead."""
+    heads: dict[Any, tuple[pa.Table, Iterator[pa.Table]]] = {}
+    for key, tables in readers.items():
+        table = next(tables, None)
+        if table is not None:
+            heads[key] = (table, tables)
+    while heads:
+        key = min(heads, key=lambda k: (_first_ms(heads[k][0]), _order(k)))
+        table, tables = heads[key]
+        yield table
+        following = next(tables, None)
+        if following is None:
+            del heads[key]
+        else:
+            heads[key] = (following, tables)
+
+
+def _first_ms(table: pa.Table) -> float:
+    first = pc.min(table["_ts"]).as_py() if table.num_rows else None
+    return math.inf if first is None else float(first)
+
+
+def _order(key: Any) -> Any:
+    return getattr(key, "partition", key)
 
 
 def _offsets_for_times(

@@ -42,6 +42,22 @@ def _json_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(_lit('"'), text, _lit('"'), _lit(""))
 
 
+def _json_values(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """JSON literals of a column: numbers and booleans as they are, the rest as strings, ``null``
+    for nulls (pass-through columns may have them) and for non-finite numbers."""
+    kind = column.type
+    if pa.types.is_floating(kind):
+        finite = pc.is_finite(column)
+        if not pc.all(finite).as_py():
+            column = pc.if_else(finite, column, pa.scalar(None, kind))
+        value = column.cast(pa.large_string())
+    elif pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        value = column.cast(pa.large_string())
+    else:
+        value = _json_strings(column)
+    return pc.fill_null(value, _lit("null")) if value.null_count else value
+
+
 def _lit(text: str) -> pa.Scalar:
     return pa.scalar(text, pa.large_string())
 
@@ -51,8 +67,7 @@ def jsonl_bytes(table: pa.Table) -> bytes:
         return b""
     pieces: list[Any] = []
     for position, name in enumerate(table.column_names):
-        column = table[name]
-        value = column.cast(pa.large_string()) if pa.types.is_floating(column.type) else _json_strings(column)
+        value = _json_values(table[name])
         pieces += [_lit(("{" if position == 0 else ",") + orjson.dumps(name).decode() + ":"), value]
     pieces.append(_lit("}\n"))
     lines = pc.binary_join_element_wise(*pieces, _lit("")).combine_chunks()
