@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools demo test lint typecheck unit bench bench-full train lock clean
+.PHONY: install tools demo test lint typecheck unit bench bench-full train lock clean kafka
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ $(TOOLS_STAMP): requirements-tools.txt
 
 demo: install
 	$(BIN)/iris-scorer demo
+
+# A real Apache Kafka (KRaft) in the foreground, from Maven Central jars cached in .cache/kafka
+# (needs Java 17+; Maven the first time). KAFKA_PORT (9092), KAFKA_NODES (1); Ctrl-C stops it.
+kafka: install
+	$(BIN)/python -m iris_scorer.kafka_local $(if $(PARTITIONS),--partitions $(PARTITIONS))
 
 train: install
 	$(BIN)/iris-scorer train

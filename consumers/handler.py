@@ -11,10 +11,11 @@ returns (every produced record acknowledged by the broker).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from consumers.produce import Outgoing
+from consumers.produce import Outgoing, record_size
 from ml.messages import Rejected, decode_batch, encode_predictions
 from ml.schema import Record, to_matrix
 
@@ -43,6 +44,60 @@ class RawMessage(Protocol):
 
 Sink = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
+#: Room kept free in every record below the producer's ``max_request_size``: the request's and
+#: record batch's framing, which :func:`consumers.produce.record_size` only estimates.
+RECORD_ROOM_BYTES = 4096
+#: Of what is left for a cut copy, at most this share goes to the key, then to the own headers.
+KEY_SHARE = HEADERS_SHARE = 4
+
+
+def fit_record(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    own: Headers,
+    kept: Headers,
+    max_bytes: int | None,
+) -> Outgoing:
+    """``Outgoing(topic, key, value, own + kept)``, cut to fit ``max_bytes`` when it does not.
+
+    ``kept`` headers (a dead letter's reason and source position) are never cut. Otherwise, the
+    key is cut to a quarter of the room left, then the own headers that do not fit in a quarter
+    of what remains are dropped (in order), then the value is cut to what is left. A cut copy has
+    the headers ``value_truncated`` (``true``/``false``) and ``original_size`` (the original
+    value's bytes), plus ``key_truncated: true`` and ``headers_dropped: N`` when those apply.
+    """
+    whole = Outgoing(topic, key, value, own + kept or None)
+    if max_bytes is None or record_size(whole) <= max_bytes - RECORD_ROOM_BYTES:
+        return whole
+    marks: Headers = []
+    room = max_bytes - RECORD_ROOM_BYTES - record_size(Outgoing(topic, None, None, kept)) - 256
+    if key is not None and len(key) > room // KEY_SHARE:
+        key = key[: max(0, room // KEY_SHARE)]
+        marks.append(("key_truncated", b"true"))
+    room -= len(key or b"")
+    headers: Headers = []
+    header_room, dropped = room // HEADERS_SHARE, 0
+    for name, header in own:
+        size = 16 + len(name) + len(header)
+        if size <= header_room:
+            headers.append((name, header))
+            header_room -= size
+            room -= size
+        else:
+            dropped += 1
+    if dropped:
+        marks.append(("headers_dropped", str(dropped).encode()))
+    original = len(value or b"")
+    cut_value = value is not None and original > room
+    if cut_value:
+        value = value[: max(0, room)]  # type: ignore[index]
+    marks += [
+        ("value_truncated", b"true" if cut_value else b"false"),
+        ("original_size", str(original).encode()),
+    ]
+    return Outgoing(topic, key, value, headers + kept + marks)
+
 
 def _own_headers(message: RawMessage) -> Headers:
     return list(getattr(message, "headers", None) or ())
@@ -59,16 +114,19 @@ def decode_requests(batch: Sequence[RawMessage], max_bytes: int) -> list[StreamI
     return ordered
 
 
-def dlq_record(topic: str, message: RawMessage, reason: Rejected) -> Outgoing:
+def dlq_record(topic: str, message: RawMessage, reason: Rejected, max_bytes: int | None = None) -> Outgoing:
     """The original key, value and headers, unchanged, then the reason and the source position.
+
+    With ``max_bytes`` (the producer's ``max_request_size``) a copy that would not fit is cut
+    (:func:`fit_record`): a dead letter can always be produced, so it never holds up its batch.
 
     A tombstone (value ``None``) keeps its ``None`` value and gets a ``tombstone: 1`` header. A
     tombstone without a key cannot be produced as such (Kafka clients need a key or a value: the
     send would fail and the batch be retried forever), so its DLQ copy has the value ``b""``; the
     header tells it from a real empty value.
     """
-    headers = _own_headers(message)
-    headers += [
+    own = _own_headers(message)
+    headers: Headers = [
         ("error", reason.code.encode()),
         ("error_detail", reason.detail.encode("utf-8", "replace")),
         ("source_topic", message.topic.encode()),
@@ -80,7 +138,7 @@ def dlq_record(topic: str, message: RawMessage, reason: Rejected) -> Outgoing:
         headers.append(("tombstone", b"1"))
         if message.key is None:
             value = b""
-    return Outgoing(topic, message.key, value, headers)
+    return fit_record(topic, message.key, value, own, headers, max_bytes)
 
 
 class StreamHandler:
@@ -93,8 +151,10 @@ class StreamHandler:
         dlq_topic: str,
         max_message_bytes: int,
         observe: Callable[[Any, Any], None] | None = None,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.scorer, self.sink, self.observe = scorer, sink, observe
+        self.max_record_bytes = max_record_bytes
         self.predictions_topic, self.dlq_topic, self.max_message_bytes = (
             predictions_topic,
             dlq_topic,
@@ -114,25 +174,35 @@ class StreamHandler:
         if items is None:
             items = decode_requests(batch, self.max_message_bytes)
         bad = [item for item in items if type(item) is Rejected]
-        outgoing = [dlq_record(self.dlq_topic, batch[r.idx], r) for r in bad]
+        limit = self.max_record_bytes
+        outgoing = [dlq_record(self.dlq_topic, batch[r.idx], r, limit) for r in bad]
         good = [index for index, item in enumerate(items) if type(item) is Record]
+        scored: Any = None
         if good:
-            from ml.predict import prediction_records
+            from ml.predict import prediction_records, score
 
             records: list[Record] = [items[i] for i in good]  # type: ignore[misc]
             matrix = to_matrix(records)
-            scores = self.scorer.score(matrix, SOURCE)
+            model = self.scorer.holder.current  # taken once: a swap mid-batch does not split it
+            started = time.perf_counter()
+            scores = score(model, matrix)
+            scored = (matrix, scores, time.perf_counter() - started)
             ids = [r.id for r in records]
             values = encode_predictions(prediction_records(ids, scores, SOURCE))
             topic = self.predictions_topic
             outgoing.extend(
-                Outgoing(topic, i.encode(), v, _own_headers(batch[index]) or None)
+                fit_record(topic, i.encode(), v, _own_headers(batch[index]), [], limit)
                 for index, i, v in zip(good, ids, values, strict=True)
                 if i
             )
+        await self.sink(outgoing)
+        # Counted and observed once the outputs are acknowledged: a batch whose produce fails is
+        # consumed and scored again, and must not count (or enter a drift window) twice.
+        if scored is not None:
+            matrix, scores, elapsed = scored
+            self.scorer._record(SOURCE, scores, elapsed)  # ml.predict records them (one place)
             if self.observe is not None:
                 self.observe(matrix, scores.model)
-        await self.sink(outgoing)
         self._count_rejected(bad)
         return len(good), len(bad)
 

@@ -102,7 +102,7 @@ async def produce_all(producer: Any, records: Sequence[Outgoing], *, max_request
     if not records:
         return
     for record in records:  # refuse before anything is sent: no partial batch to retry
-        if len(record.value or b"") > max_request_size // 2 and record_size(record) > max_request_size:
+        if record_size(record) > max_request_size:
             raise MessageSizeTooLargeError(
                 f"a record for {record.topic} is about {record_size(record)} bytes, more than the "
                 f"producer's max_request_size of {max_request_size}"

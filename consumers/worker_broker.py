@@ -38,6 +38,7 @@ from pydantic import SkipValidation, WithJsonSchema
 
 from consumers.handler import StreamItem, decode_requests
 from consumers.kafka_config import KafkaConfig, build_kafka_config
+from consumers.worker_commits import CommitThrottle, RevokeListener
 from consumers.worker_contract import DriftMessageModel, StreamRequestModel
 from ml.schema import PredictionModel
 from ml.settings import Settings
@@ -97,8 +98,17 @@ async def parse_batch(
         return message
 
 
-def create_broker(settings: Settings, route: BatchRoute) -> WorkerBroker:
-    """The worker's broker, subscriber and publishers; nothing connects until ``start()``."""
+def create_broker(
+    settings: Settings,
+    route: BatchRoute,
+    *,
+    on_parse_error: Callable[[BaseException, Batch], None] | None = None,
+    commits: CommitThrottle | None = None,
+) -> WorkerBroker:
+    """The worker's broker, subscriber and publishers; nothing connects until ``start()``.
+    ``on_parse_error`` is told of a batch FastStream's parser refuses (it is then retried);
+    ``commits`` records each acknowledged batch and commits revoked partitions
+    (:mod:`consumers.worker_commits`)."""
     kafka = build_kafka_config(settings)
     producer = kafka.producer_options(linger_ms=0)
     broker = KafkaBroker(
@@ -119,6 +129,16 @@ def create_broker(settings: Settings, route: BatchRoute) -> WorkerBroker:
     consumer = kafka.consumer_options()
     consumer.pop("enable_auto_commit")  # FastStream derives it from the ack policy (off here)
 
+    async def guarded_parse(
+        raw: tuple[ConsumerRecord[Any, Any], ...], original: Callable[[Any], Awaitable[KafkaMessage]]
+    ) -> KafkaMessage:
+        try:
+            return await parse_batch(raw, original)
+        except Exception as exc:
+            if on_parse_error is not None:
+                on_parse_error(exc, raw)
+            raise
+
     def decode(message: KafkaMessage) -> list[StreamItem]:
         return decode_requests(message.raw_message, settings.max_message_bytes)
 
@@ -130,7 +150,8 @@ def create_broker(settings: Settings, route: BatchRoute) -> WorkerBroker:
         batch_timeout_ms=settings.batch_max_wait_ms,
         fetch_max_wait_ms=max(10, min(500, settings.batch_max_wait_ms)),
         ack_policy=AckPolicy.NACK_ON_ERROR,  # commit when every output is acked; else rewind
-        parser=parse_batch,
+        listener=RevokeListener(commits) if commits is not None else None,
+        parser=guarded_parse,
         decoder=decode,
         title=f"{settings.requests_topic}:score",
         description=(
@@ -167,5 +188,7 @@ def create_broker(settings: Settings, route: BatchRoute) -> WorkerBroker:
     async def score_requests(requests: StreamRequests, message: KafkaMessage) -> None:
         """Valid requests → predictions, rejected ones → dead letters; then the commit."""
         await route(message.raw_message, requests)
+        if commits is not None:
+            commits.acked(message.raw_message)
 
     return WorkerBroker(broker, subscriber, predictions, dead_letters, drift)

@@ -33,6 +33,8 @@ class WorkerState:
     connected: bool = False
     kafka_error: str | None = "not connected yet"
     stopping: bool = False
+    #: Record batches the consumer cannot read (``consumers.worker_errors``): where → why.
+    consumer_errors: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"predictions": 0, "rejected": 0, "batches": 0})
 
 
@@ -46,6 +48,8 @@ def create_http_app(state: WorkerState) -> Starlette:
             reasons.append(f"broker not connected ({state.kafka_error})")
         if not state.holder.ready:
             reasons.append("no model loaded yet")
+        if state.consumer_errors:
+            reasons.append("consumer cannot read: " + "; ".join(state.consumer_errors.values()))
         if state.stopping:
             reasons.append("stopping")
         if reasons:

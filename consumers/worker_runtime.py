@@ -40,6 +40,8 @@ from consumers.worker_background import (
     tick_drift,
 )
 from consumers.worker_broker import Batch, create_broker
+from consumers.worker_commits import CommitThrottle
+from consumers.worker_errors import ConsumerErrors, guard_fetches
 from consumers.worker_http import WorkerState, bind_http, create_http_app, http_server
 from ml.logs import configure_logging, log_event
 from ml.metrics import Metrics
@@ -81,7 +83,11 @@ class WorkerRuntime:
         self.settle_heap, self.after_batch = settle_heap, after_batch
         self.kafka = build_kafka_config(settings)
         self.metrics = Metrics()
-        self.endpoints = create_broker(settings, self.route)
+        self.commits = CommitThrottle(settings.commit_interval_ms / 1000)
+        self.endpoints = create_broker(
+            settings, self.route, on_parse_error=self._parse_failed, commits=self.commits
+        )
+        guard_fetches(self.endpoints.subscriber, lambda: self.consumer_errors)
         self.handler: StreamHandler | None = None
         self.producer: AIOKafkaProducer | None = None
         self.drift: Any = None
@@ -97,6 +103,19 @@ class WorkerRuntime:
         from ml.model import ModelHolder
 
         return WorkerState(holder=ModelHolder(), metrics=self.metrics)
+
+    @functools.cached_property
+    def consumer_errors(self) -> ConsumerErrors:
+        return ConsumerErrors(self.state)
+
+    def _parse_failed(self, exc: BaseException, batch: Batch) -> None:
+        first = batch[0] if batch else None
+        self.consumer_errors.record(
+            exc,
+            getattr(first, "topic", None),
+            getattr(first, "partition", None),
+            getattr(first, "offset", None),
+        )
 
     @property
     def holder(self) -> ModelHolder:
@@ -219,6 +238,7 @@ class WorkerRuntime:
                 predictions_topic=self.settings.predictions_topic,
                 dlq_topic=self.settings.dlq_topic,
                 max_message_bytes=self.settings.max_message_bytes,
+                max_record_bytes=self.kafka.max_request_size,
                 observe=self.drift.observe if self.drift is not None else None,
             )
             return
@@ -226,6 +246,8 @@ class WorkerRuntime:
     async def after_startup(self) -> None:
         self.state.connected, self.state.kafka_error = True, None
         self.settle_heap()  # the Kafka clients are long-lived too
+        if self.endpoints.subscriber.consumer is not None:  # commits: at most one per interval
+            self.commits.install(self.endpoints.subscriber.consumer)
         log_event(
             log,
             "worker_started",

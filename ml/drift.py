@@ -58,13 +58,55 @@ def import_evidently() -> Any:
         return evidently
 
 
+#: Evidently 0.7 stattests whose value is a p-value (lower means more drift; drift at or below the
+#: threshold), from ``evidently.legacy.calculations.stattests``. The others (``wasserstein``,
+#: ``psi``, ``kl_div``, ``jensenshannon``, ``hellinger``, ``ed``) return a distance (higher means
+#: more drift). ``TVD`` and ``empirical_mmd`` are permutation tests: Evidently reports their p-value.
+P_VALUE_TESTS = frozenset(
+    {
+        "anderson",
+        "chisquare",
+        "cramer_von_mises",
+        "empirical_mmd",
+        "es",
+        "fisher_exact",
+        "g_test",
+        "ks",
+        "mannw",
+        "t_test",
+        "TVD",
+        "z",
+    }
+)
+
+
+def is_p_value_test(method: str) -> bool:
+    """Whether Evidently's ``method`` returns a p-value (else a distance)."""
+    return method in P_VALUE_TESTS
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureDrift:
+    """One feature's test: ``score`` is Evidently's raw value (a p-value or a distance, see
+    :data:`P_VALUE_TESTS`); :attr:`drift_score` is the same on one scale, higher is more drift."""
+
     test: str
     score: float
     drifted: bool
 
+    @property
+    def p_value(self) -> float | None:
+        """The test's p-value, or None when the method is a distance."""
+        return self.score if is_p_value_test(self.test) else None
+
+    @property
+    def drift_score(self) -> float:
+        """Higher means more drift: ``1 - p_value`` for a p-value test, else the distance."""
+        return 1.0 - self.score if is_p_value_test(self.test) else self.score
+
     def to_dict(self) -> dict[str, Any]:
+        # "p_value" and "drift_score" join the iris.drift message together with the typed payload
+        # (consumers/worker_contract.py FeatureDriftModel) and docs/asyncapi.json.
         return {"test": self.test, "score": self.score, "drifted": self.drifted}
 
 

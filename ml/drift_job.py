@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ml.drift import Evaluator, evaluate_drift, import_evidently
+from ml.drift import Evaluator, FeatureDrift, evaluate_drift, import_evidently
 from ml.drift_reports import DriftWorkspace, drift_message, save_report
 from ml.params import DriftParams
 from ml.schema import FEATURES
@@ -45,7 +45,7 @@ class WindowOutcome:
     rows: int
     drifted_share: float
     dataset_drift: bool
-    scores: dict[str, float]
+    features: dict[str, FeatureDrift]
     drifted: list[str]
     report: str
 
@@ -79,7 +79,7 @@ def run_window(
         rows=result.rows,
         drifted_share=result.drifted_share,
         dataset_drift=result.dataset_drift,
-        scores={name: feature.score for name, feature in result.features.items()},
+        features=dict(result.features),
         drifted=list(result.drifted_features),
         report=str(html),
     )

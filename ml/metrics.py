@@ -14,8 +14,20 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """The process's metrics. The drift series exist only where drift is computed: the stream
+    worker's :class:`consumers.drift_monitor.DriftMonitor` calls :meth:`enable_drift` (or pass
+    ``drift=True``); the REST service never does, so it exports no always-zero drift gauges."""
+
+    drift_share: Gauge
+    dataset_drift: Gauge
+    feature_drift_score: Gauge
+    feature_drift_p_value: Gauge
+    drift_windows: Counter
+    drift_windows_skipped: Counter
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, drift: bool = False) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.drift_enabled = False
         r = self.registry
         self.predictions = Counter(
             "iris_predictions", "Predictions made.", ["source", "model_version", "label"], registry=r
@@ -34,21 +46,18 @@ class Metrics:
             "iris_batch_size", "Rows per scoring call.", ["source"], buckets=BATCH_BUCKETS, registry=r
         )
         self.dlq_messages = Counter("iris_dlq_messages", "Messages sent to the DLQ.", ["reason"], registry=r)
+        self.consumer_errors = Counter(
+            "iris_consumer_errors",
+            "Fetches or parses of consumed record batches that failed (the partition is retried).",
+            ["reason"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "iris_model_info", "Loaded model (=1).", ["name", "version", "alias"], registry=r
         )
         self.model_reloads = Counter("iris_model_reloads", "Successful model (re)loads.", registry=r)
         self.model_reload_errors = Counter(
             "iris_model_reload_errors", "Failed model loads or alias checks.", registry=r
-        )
-        self.drift_share = Gauge("iris_drift_share", "Share of drifted features, last window.", registry=r)
-        self.dataset_drift = Gauge("iris_dataset_drift", "1 if the last window drifted.", registry=r)
-        self.feature_drift_score = Gauge(
-            "iris_feature_drift_score", "Drift score per feature, last window.", ["feature"], registry=r
-        )
-        self.drift_windows = Counter("iris_drift_windows", "Drift windows evaluated.", registry=r)
-        self.drift_windows_skipped = Counter(
-            "iris_drift_windows_skipped", "Windows not evaluated.", ["reason"], registry=r
         )
         self.http_requests = Counter(
             "iris_http_requests", "HTTP requests.", ["route", "method", "status"], registry=r
@@ -59,6 +68,36 @@ class Metrics:
             ["route"],
             buckets=HTTP_BUCKETS,
             registry=r,
+        )
+
+        if drift:
+            self.enable_drift()
+
+    def enable_drift(self) -> None:
+        """Register the drift series (once). ``iris_feature_drift_score`` is higher for more
+        drift whatever the stattest (1 - p for a p-value test, else the distance); the p-value
+        itself, where the test has one, is ``iris_feature_drift_p_value``."""
+        if self.drift_enabled:
+            return
+        self.drift_enabled = True
+        r = self.registry
+        self.drift_share = Gauge("iris_drift_share", "Share of drifted features, last window.", registry=r)
+        self.dataset_drift = Gauge("iris_dataset_drift", "1 if the last window drifted.", registry=r)
+        self.feature_drift_score = Gauge(
+            "iris_feature_drift_score",
+            "Drift per feature, last window; higher is more drift (1 - p for p-value tests).",
+            ["feature", "stattest"],
+            registry=r,
+        )
+        self.feature_drift_p_value = Gauge(
+            "iris_feature_drift_p_value",
+            "The stattest's p-value per feature, last window (p-value tests only; lower is more drift).",
+            ["feature", "stattest"],
+            registry=r,
+        )
+        self.drift_windows = Counter("iris_drift_windows", "Drift windows evaluated.", registry=r)
+        self.drift_windows_skipped = Counter(
+            "iris_drift_windows_skipped", "Windows not evaluated.", ["reason"], registry=r
         )
 
     def set_model(self, name: str, version: str, alias: str) -> None:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=200, ge=0, le=60_000)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # At most one offset commit per interval (Event Hubs allows 4 commits/s/partition); 0: every batch
+    commit_interval_ms: int = Field(default=500, ge=0, le=600_000)
 
     # Drift
     drift_enabled: bool = True  # IRIS_DRIFT_ENABLED=false: score without drift windows
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     # backfill --drift-window 1h: event-time windows open at once; a row older than them is late
     drift_max_open_windows: int = Field(default=8, ge=1)
     drift_queue_size: int = Field(default=4, ge=1)
+    # one window's evaluation in the drift process; beyond it the child is killed and replaced
+    drift_eval_timeout_s: float = Field(default=120.0, gt=0)
     reports_dir: Path = Path("reports")
     reports_keep: int = Field(default=50, ge=1)  # an HTML report is ~4 MB
 

@@ -9,6 +9,7 @@ run; it restores the previous URIs on exit.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,18 +24,30 @@ def client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+#: MLflow's setters also write these, "so that subprocesses inherit them": a scope restores them
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 @contextlib.contextmanager
 def fluent_run_uri(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``tracking_uri`` for the duration of the block only."""
-    previous_tracking = mlflow.get_tracking_uri()
-    previous_registry = mlflow.get_registry_uri()
+    """Point MLflow's fluent API at ``tracking_uri`` for the duration of the block only.
+
+    On exit MLflow's global URIs are unset again and the two environment variables its setters
+    write are put back exactly as they were (absent stays absent), so nothing leaks into the rest
+    of the process or into its child processes."""
+    saved = {name: os.environ.get(name) for name in _URI_ENV}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: "not set", as at start
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def artifact_root(tracking_uri: str) -> str | None:

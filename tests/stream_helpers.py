@@ -84,6 +84,41 @@ def produce_keyless_tombstone(bootstrap: str, topic: str, partition: int = 0) ->
     return partition, asyncio.run(_keyless_tombstone(bootstrap, topic, partition))
 
 
+#: (partition, key, value, headers, compression type or None) of :func:`produce_records`.
+Placed = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]], str | None]
+
+
+async def _produce_records(bootstrap: str, topic: str, records: Sequence[Placed]) -> list[tuple[int, int]]:
+    producers: dict[str | None, AIOKafkaProducer] = {}
+    try:
+        positions = []
+        for partition, key, value, headers, codec in records:
+            producer = producers.get(codec)
+            if producer is None:
+                producer = producers[codec] = AIOKafkaProducer(
+                    bootstrap_servers=bootstrap,
+                    acks="all",
+                    max_request_size=16 * 1024 * 1024,
+                    compression_type=codec,
+                )
+                await producer.start()
+            meta = await producer.send_and_wait(
+                topic, value, key=key, partition=partition, headers=headers or None
+            )
+            positions.append((meta.partition, meta.offset))
+        return positions
+    finally:
+        for producer in producers.values():
+            await producer.stop()
+
+
+def produce_records(bootstrap: str, topic: str, records: Sequence[Placed]) -> list[tuple[int, int]]:
+    """Produce each record to its partition, with its headers, compressed as asked (one record batch
+    each); returns each one's (partition, offset). Up to 16 MiB a record: the broker's limit, not
+    the worker's, decides what exists on the topic."""
+    return asyncio.run(_produce_records(bootstrap, topic, records))
+
+
 def ready_status(port: int) -> tuple[int, dict[str, Any]]:
     """(status code, JSON body) of the worker's /ready; (0, {}) when it does not answer."""
     with contextlib.suppress(httpx.HTTPError, ValueError):

@@ -142,7 +142,7 @@ def test_metric_names_are_extracted_from_promql(expr: str, expected: set[str]) -
 
 
 def test_sample_names_follow_the_exposition_format() -> None:
-    names = exported_names(Metrics().registry)
+    names = exported_names(Metrics(drift=True).registry)
     assert {
         "iris_predictions_total",
         "iris_batch_size_bucket",
@@ -161,7 +161,7 @@ def test_dashboards_and_alerts_exist() -> None:
 
 
 def test_every_queried_metric_is_exported_in_process() -> None:
-    exported = exported_names(Metrics().registry)
+    exported = exported_names(Metrics(drift=True).registry)
     used = used_names([*dashboard_exprs(), *alert_exprs()])
     unknown = {
         name: sorted(where)
@@ -254,24 +254,39 @@ def scrape(app: Any) -> httpx.Response:
     return asyncio.run(get())
 
 
-def test_worker_metrics_endpoint_exports_every_queried_metric() -> None:
-    worker = pytest.importorskip("consumers.worker")
-    if not hasattr(worker, "create_http_app"):
-        pytest.skip("consumers.worker has no create_http_app yet")
-    from ml.model import ModelHolder
+DRIFT_SERIES = {
+    "iris_drift_share",
+    "iris_dataset_drift",
+    "iris_feature_drift_score",
+    "iris_feature_drift_p_value",
+    "iris_drift_windows_total",
+    "iris_drift_windows_skipped_total",
+}
 
-    state = worker.WorkerState(holder=ModelHolder(), metrics=Metrics())
-    response = scrape(worker.create_http_app(state))
+
+def test_worker_metrics_endpoint_exports_every_queried_metric(tmp_path: Path) -> None:
+    from consumers.drift_monitor import DriftMonitor
+    from consumers.worker import WorkerState, create_http_app
+    from ml.model import ModelHolder
+    from ml.settings import Settings
+
+    metrics = Metrics()
+    DriftMonitor(Settings(reports_dir=tmp_path), metrics)  # the worker's monitor adds drift's series
+    state = WorkerState(holder=ModelHolder(), metrics=metrics)
+    response = scrape(create_http_app(state))
     assert response.status_code == 200
     missing = iris_names_used() - scraped_names(response.text)
     assert not missing, f"the worker's GET /metrics lacks {sorted(missing)}"
 
 
-def test_rest_metrics_endpoint_exports_every_queried_metric(registry) -> None:  # type: ignore[no-untyped-def]
+def test_rest_metrics_endpoint_exports_every_queried_metric_but_drift(registry) -> None:  # type: ignore[no-untyped-def]
     from app.server import create_app
 
-    app = create_app(registry.settings(), metrics=Metrics())
+    app = create_app(registry.settings())
     response = scrape(app)
     assert response.status_code == 200
-    missing = iris_names_used() - scraped_names(response.text)
+    scraped = scraped_names(response.text)
+    missing = iris_names_used() - DRIFT_SERIES - scraped
     assert not missing, f"the REST service's GET /metrics lacks {sorted(missing)}"
+    exported = {name for name in scraped if name.startswith("iris_")}
+    assert not exported & DRIFT_SERIES, "REST computes no drift: it must not export always-0 gauges"

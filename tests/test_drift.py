@@ -152,10 +152,10 @@ def test_shift_is_flagged_in_the_first_full_window_and_reported(
     assert value("iris_drift_windows_total") == 3
     assert value("iris_dataset_drift") == 1
     assert value("iris_drift_share") == shifted["drifted_share"]
-    assert (
-        value("iris_feature_drift_score", {"feature": "petal_width"})
-        == shifted["features"]["petal_width"]["score"]
-    )
+    ks = {"feature": "petal_width", "stattest": "ks"}
+    p_value = shifted["features"]["petal_width"]["score"]  # the message keeps Evidently's raw value
+    assert value("iris_feature_drift_p_value", ks) == p_value
+    assert value("iris_feature_drift_score", ks) == 1 - p_value  # higher is more drift
 
     # and the Evidently workspace holds one snapshot per window, in the named project
     from evidently.ui.workspace import Workspace
@@ -370,3 +370,91 @@ def test_workspace_keeps_the_newest_snapshots_and_never_raises(
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the workspace should be")
     assert add_to_workspace(result, blocked, name="x") is None
+
+
+# ---------------------------------------------------------------- what the drift metrics hold
+
+
+@pytest.mark.parametrize(
+    ("test", "raw", "p_value", "drift_score"),
+    [
+        ("ks", 0.01, 0.01, 0.99),  # a p-value: low p, high score
+        ("cramer_von_mises", 0.8, 0.8, pytest.approx(0.2)),
+        ("TVD", 0.3, 0.3, 0.7),  # Evidently 0.7's TVD is a permutation test's p-value
+        ("wasserstein", 0.25, None, 0.25),  # a distance is already higher-is-more
+        ("psi", 1.5, None, 1.5),
+    ],
+)
+def test_feature_drift_score_is_higher_for_more_drift(
+    test: str, raw: float, p_value: float | None, drift_score: float
+) -> None:
+    feature = FeatureDrift(test, raw, True)
+    assert feature.p_value == p_value and feature.drift_score == drift_score
+    assert feature.to_dict()["score"] == raw  # the message's raw value is unchanged
+
+
+def test_every_evidently_numerical_stattest_is_classified() -> None:
+    """P_VALUE_TESTS follows Evidently's registry: a test returning a p-value drifts below the
+    threshold, a distance above it (checked on the source of each registered numerical test)."""
+    import inspect
+
+    from evidently.legacy.calculations.stattests import registry
+
+    from ml.drift import P_VALUE_TESTS
+
+    for stattest in registry._registered_stat_tests.get("numerical", {}).values():  # type: ignore[attr-defined]
+        impl = registry._impls[stattest]  # type: ignore[attr-defined]
+        source = "".join(inspect.getsource(i.func) for i in impl.values() if hasattr(i, "func"))
+        says_p_value = re.search(r"return\s+\w*p_?value\w*\s*,", source) is not None
+        assert (stattest.name in P_VALUE_TESTS) == says_p_value, stattest.name
+
+
+def test_gauges_hold_a_score_and_the_p_value_with_the_stattest(tmp_path: Path) -> None:
+    metrics = Metrics()
+    evaluator = BlockingEvaluator()
+    evaluator.release.set()
+    monitor = DriftMonitor(settings_for(tmp_path, drift_window_size=10), metrics, PARAMS, evaluator=evaluator)
+    monitor.start()
+    monitor.observe(np.ones((10, 4)), fake_model("1", frame(np.ones((3, 4)))), now=0.0)
+    monitor.stop(timeout=10.0)
+    value = metrics.registry.get_sample_value
+    labels = {"feature": "petal_width", "stattest": "ks"}
+    assert value("iris_feature_drift_score", labels) == 0.5  # fake_result: p = 0.5 → 1 - p
+    assert value("iris_feature_drift_p_value", labels) == 0.5
+
+
+def test_distance_methods_export_no_p_value(tmp_path: Path) -> None:
+    def wasserstein(reference: pd.DataFrame, current: pd.DataFrame, params: DriftParams) -> DriftResult:
+        features = {f: FeatureDrift("wasserstein", 0.2, True) for f in FEATURES}
+        return DriftResult(features, 1.0, True, len(current), len(reference), params)
+
+    metrics = Metrics()
+    monitor = DriftMonitor(
+        settings_for(tmp_path, drift_window_size=10), metrics, PARAMS, evaluator=wasserstein
+    )
+    monitor.start()
+    monitor.observe(np.ones((10, 4)), fake_model("1", frame(np.ones((3, 4)))), now=0.0)
+    monitor.stop(timeout=10.0)
+    value = metrics.registry.get_sample_value
+    labels = {"feature": "sepal_length", "stattest": "wasserstein"}
+    assert value("iris_feature_drift_score", labels) == 0.2
+    assert not [
+        s for m in metrics.registry.collect() if m.name == "iris_feature_drift_p_value" for s in m.samples
+    ]
+
+
+def test_only_a_drift_computing_process_registers_drift_metrics() -> None:
+    def names(metrics: Metrics) -> set[str]:
+        return {family.name for family in metrics.registry.collect()}
+
+    drift = {
+        "iris_drift_share",
+        "iris_dataset_drift",
+        "iris_feature_drift_score",
+        "iris_feature_drift_p_value",
+        "iris_drift_windows",
+        "iris_drift_windows_skipped",
+    }
+    assert drift <= names(Metrics(drift=True))
+    assert not drift & names(Metrics(drift=False))
+    assert "iris_predictions" in names(Metrics(drift=False))

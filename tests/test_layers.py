@@ -191,3 +191,22 @@ print("clean")
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_fluent_mlflow_scope_leaves_the_process_as_it_was(tmp_path: Path) -> None:
+    """The training stages need MLflow's fluent API; its scope restores the global URIs and the
+    environment variables MLflow's setters write (children of the process would inherit them)."""
+    probe = f"""
+import os, mlflow
+from ml import tracking
+before = ({{k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}}, mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+with tracking.fluent_run_uri("sqlite:///{tmp_path / "scoped.db"}"):
+    assert mlflow.get_tracking_uri().endswith("scoped.db")
+after = ({{k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}}, mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+assert after == before, (before, after)
+print("clean")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]

@@ -22,8 +22,10 @@ import orjson
 import pytest
 from kafka_fixtures import free_port, start_embedded_broker, stop_broker
 from stream_helpers import (
+    Placed,
     produce_keyless_tombstone,
     produce_raw,
+    produce_records,
     ready_status,
     record_figures,
     wait_until,
@@ -44,13 +46,17 @@ from test_worker_integration import (
     workers,  # noqa: F401 - fixture
 )
 
+from consumers.kafka_config import build_kafka_config
 from consumers.publish import sample_messages
 from ml.messages import decode_batch
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 PREDICTIONS, DLQ, REQUESTS = SETTINGS.predictions_topic, SETTINGS.dlq_topic, SETTINGS.requests_topic
-POISON_LIMIT = 65_536  # IRIS_MAX_MESSAGE_BYTES for the poison test: a too-large message is produceable
+# The worker's own limits, as deployed (not lowered to make a too-large copy producible):
+# IRIS_MAX_MESSAGE_BYTES, and the producer's max_request_size derived from it.
+POISON_LIMIT = SETTINGS.max_message_bytes
+REQUEST_LIMIT = build_kafka_config(SETTINGS).max_request_size
 
 
 # --------------------------------------------------------------------------- poison messages
@@ -122,7 +128,7 @@ def poison_corpus() -> list[tuple[str, bytes | None, bytes | None, str]]:
             "validation_error",  # orjson reads integers beyond 64 bits as floats: out of range
         ),
         ("long_id_within_limit", j(_obj(28, id="x" * 60_000)), "validation_error"),
-        ("one_mb_id", j(_obj(29, id="x" * 1_000_000)), "too_large"),
+        ("one_mb_id", j(_obj(29, id="x" * (POISON_LIMIT + 1))), "too_large"),
         ("over_limit_padding", j({**_obj(30), "pad": "p" * (POISON_LIMIT + 1)}), "too_large"),
         ("nested_object_feature", j(_obj(31, sepal_length={"value": 5.1})), "validation_error"),
         ("nested_array_feature", j(_obj(32, sepal_length=[5.1])), "validation_error"),
@@ -137,6 +143,121 @@ def poison_corpus() -> list[tuple[str, bytes | None, bytes | None, str]]:
         ("bom_prefixed", b"\xef\xbb\xbf" + j(_obj(36)), "invalid_json"),
     ]
     return [(name, f"bad-{n}".encode(), value, code) for n, (name, value, code) in enumerate(cases)]
+
+
+def _padded(n: int, size: int) -> bytes:
+    """A request without features (a validation error) of exactly ``size`` bytes."""
+    head = orjson.dumps({"id": f"edge-{n}", "pad": ""})
+    return head[:-2] + b"p" * (size - len(head)) + b'"}'
+
+
+def edge_corpus() -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]], str, str | None]]:
+    """(name, key, value, headers, expected DLQ error, compression) at and around every limit."""
+    bad = b"{not json"
+    cases: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]], str, str | None]] = [
+        (f"compressed_{codec}", b"edge-codec-" + codec.encode(), bad, [], "invalid_json", codec)
+        for codec in ("gzip", "snappy", "lz4", "zstd")
+    ]
+    cases += [
+        ("at_message_limit", b"edge-1", _padded(1, POISON_LIMIT), [], "validation_error", None),
+        ("just_over_message_limit", b"edge-2", _padded(2, POISON_LIMIT + 1), [], "too_large", None),
+        ("at_request_limit", b"edge-3", _padded(3, REQUEST_LIMIT), [], "too_large", None),
+        ("just_over_request_limit", b"edge-4", _padded(4, REQUEST_LIMIT + 1), [], "too_large", None),
+        ("three_request_limits", b"edge-5", _padded(5, 3 * REQUEST_LIMIT), [], "too_large", None),
+        ("huge_key", b"k" * (2 * REQUEST_LIMIT), bad, [], "invalid_json", None),
+        ("huge_headers", b"edge-7", bad, [("trace", b"t" * (2 * REQUEST_LIMIT))], "invalid_json", None),
+        (
+            "non_utf8_header_values",
+            b"edge-8",
+            bad,
+            [("bin", b"\xff\xfe\x00"), ("ok", b"1")],
+            "invalid_json",
+            None,
+        ),
+    ]
+    return cases
+
+
+def test_poison_at_every_limit_is_dead_lettered_and_its_partition_moves_on(
+    registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+) -> None:
+    """Each edge case on its own partition, a valid message right behind it: the DLQ copy (cut
+    to fit when it must, and saying so), the valid one scored, the committed offset past both."""
+    corpus = edge_corpus()
+    for name, _, value, _, code, _ in corpus:
+        got = decode_batch([value], POISON_LIMIT).bad
+        assert got and got[0].code == code, name
+    followers = sample_messages(len(corpus) + 1, seed=41)
+    records: list[Placed] = []
+    for n, ((_, key, value, own_headers, _, codec), follower) in enumerate(
+        zip(corpus, followers, strict=False)
+    ):
+        records.append((n % 4, key, value, own_headers, codec))
+        records.append((n % 4, *follower, [], None))
+    positions = produce_records(own_broker, REQUESTS, records)
+    keyless = produce_keyless_tombstone(own_broker, REQUESTS, partition=1)
+    last = produce_records(own_broker, REQUESTS, [(1, *followers[-1], [], None)])[0]
+    expected = {positions[2 * n]: case for n, case in enumerate(corpus)}
+    behind = {positions[2 * n + 1]: (followers[n][0] or b"").decode() for n in range(len(corpus))}
+    behind[last] = (followers[-1][0] or b"").decode()
+
+    collector = Collector(own_broker, (PREDICTIONS, DLQ))
+    collectors.append(collector)
+    worker = Worker(worker_env(registry, own_broker, tmp_path))
+    workers.append(worker)
+    worker.wait_ready()
+    collector.wait_for(
+        lambda: (
+            set(prediction_ids(collector)) >= set(behind.values()) and collector.count(DLQ) > len(expected)
+        ),
+        "every edge case dead-lettered and the message behind it scored",
+    )
+    collector.wait_for(lambda: (lambda c, e: c == e)(*offsets(own_broker)), "offsets committed to the end")
+    committed, _ = offsets(own_broker)
+    dead = {}
+    for record in collector.records[DLQ]:
+        headers = dict(record.headers)
+        dead[(int(headers["source_partition"]), int(headers["source_offset"]))] = (record, headers)
+    assert set(dead) == set(expected) | {keyless}
+    assert dead[keyless][1]["tombstone"] == b"1" and dead[keyless][0].value == b""
+    for position, (name, key, value, own, code, _) in expected.items():
+        record, headers = dead[position]
+        assert headers["error"].decode() == code, name
+        assert headers["source_topic"] == REQUESTS.encode(), name
+        assert record_size_of(record) <= REQUEST_LIMIT, name
+        assert committed[position[0]] > position[1], f"{name}: the committed offset moved past it"
+        if headers.get("value_truncated") == b"true":
+            assert len(value) + len(key or b"") > REQUEST_LIMIT - 4096, f"{name} was cut but fitted"
+            assert headers["original_size"] == str(len(value)).encode() and value.startswith(record.value)
+        else:
+            assert record.value == value, f"{name}: DLQ bytes must be the original bytes"
+        if name == "huge_key":
+            assert headers["key_truncated"] == b"true" and (key or b"").startswith(record.key)
+        else:
+            assert record.key == key, name
+        if name == "huge_headers":
+            assert headers["headers_dropped"] == b"1" and "trace" not in headers
+        else:
+            assert [h for h in record.headers if h[0] in dict(own)] == own, f"{name}: own headers unchanged"
+    for name in ("at_message_limit", "just_over_message_limit"):
+        position = next(p for p, case in expected.items() if case[0] == name)
+        assert "value_truncated" not in dead[position][1], f"{name} fits: copied whole"
+    for name in ("at_request_limit", "just_over_request_limit", "three_request_limits"):
+        position = next(p for p, case in expected.items() if case[0] == name)
+        assert dead[position][1]["value_truncated"] == b"true", name
+    assert set(prediction_ids(collector)) >= set(behind.values())
+    log = worker.output()
+    assert "batch_failed" not in log and "consumer_error" not in log
+    assert worker.terminate() == 0
+
+
+def record_size_of(record: Any) -> int:
+    return (
+        64
+        + len(record.key or b"")
+        + len(record.value or b"")
+        + sum(16 + len(n) + len(v) for n, v in record.headers)
+    )
 
 
 def test_poison_corpus_goes_to_the_dlq_intact_and_the_worker_survives(
@@ -169,7 +290,7 @@ def test_poison_corpus_goes_to_the_dlq_intact_and_the_worker_survives(
 
     collector = Collector(own_broker, (PREDICTIONS, DLQ))
     collectors.append(collector)
-    worker = Worker(worker_env(registry, own_broker, tmp_path, IRIS_MAX_MESSAGE_BYTES=str(POISON_LIMIT)))
+    worker = Worker(worker_env(registry, own_broker, tmp_path))
     workers.append(worker)
     pid = worker.proc.pid
     worker.wait_ready()
@@ -281,6 +402,7 @@ def test_kill_9_three_times_during_50k_loses_nothing(
             "lost": len(missing),
             "recovery_s_kill_to_next_prediction": recoveries,
             "batch_max_records": SETTINGS.batch_max_records,
+            "commit_interval_ms": SETTINGS.commit_interval_ms,
             "runtime_s": round(runtime, 1),
         },
     )
@@ -312,14 +434,26 @@ def test_broker_lost_mid_run_turns_ready_off_then_recovers(
         assert worker.proc.poll() is None, "the worker keeps retrying rather than exiting"
         stop_broker(proc)
         proc, bootstrap = start_embedded_broker(port=port)
-        back_s = wait_until(
-            lambda: ready_status(worker.port)[0] == 200, "/ready 200 after the broker returns", 90
-        )
-        out = worker.output()
-        assert "kafka_connection_lost" in out and "kafka_connection_restored" in out
         # The embedded broker came back EMPTY (no group, no offsets, no data): aiokafka's consumer
         # then loops on GroupIdNotFound heartbeats instead of rejoining (real Kafka keeps group
-        # state and answers UNKNOWN_MEMBER_ID, which makes it rejoin). A restarted worker consumes.
+        # state and answers UNKNOWN_MEMBER_ID, which makes it rejoin). The connection is back, so
+        # the broker reason clears; the stuck consumer must then show on /ready, never a silent 200.
+        back_s = wait_until(
+            lambda: "broker not connected" not in str(ready_status(worker.port)[1]),
+            "the broker reason to clear after the broker returns",
+            90,
+        )
+        status, body = ready_status(worker.port)
+        if status != 200:
+            wait_until(
+                lambda: "GroupIdNotFound" in str(ready_status(worker.port)[1]),
+                "/ready to name the consumer's failure",
+                30,
+            )
+            assert worker.output().count("reason=fetch_error") >= 1
+        out = worker.output()
+        assert "kafka_connection_lost" in out and "kafka_connection_restored" in out
+        # A restarted worker consumes.
         stopping = time.monotonic()
         assert worker.terminate(timeout=15) == 0
         stop_s = time.monotonic() - stopping
@@ -337,7 +471,8 @@ def test_broker_lost_mid_run_turns_ready_off_then_recovers(
             "broker_loss",
             {
                 "not_ready_after_s": round(lost_s, 1),
-                "ready_after_return_s": round(back_s, 1),
+                "connected_after_return_s": round(back_s, 1),
+                "ready_after_return": status == 200,
                 "worker_exited_on_loss": False,
                 "sigterm_stop_after_loss_s": round(stop_s, 1),
             },

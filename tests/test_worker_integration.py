@@ -36,7 +36,7 @@ from kafka_fixtures import (
     stop_broker,
 )
 
-from consumers.publish import sample_messages, send_messages
+from consumers.publish import bad_message, sample_messages, send_messages
 from ml.model import load_model
 from ml.predict import score
 from ml.schema import FEATURES
@@ -245,6 +245,20 @@ def valid_ids(messages: list[tuple[bytes | None, bytes]]) -> set[str]:
     return {key.decode() for key, _ in messages if key and key.startswith(b"r-")}
 
 
+#: What each kind of malformed message (consumers.publish.bad_message) must be dead-lettered as:
+#: this test's own table, not the decoder's answer.
+EXPECTED_DLQ_REASON = {
+    "invalid_json": "invalid_json",
+    "missing_field": "validation_error",
+    "negative_value": "validation_error",
+    "string_value": "validation_error",
+    "nan_literal": "invalid_json",
+    "empty_value": "empty",
+    "not_an_object": "validation_error",
+    "invalid_utf8": "invalid_json",
+}
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -285,15 +299,18 @@ def test_worker_scores_10k_and_dead_letters_100(
     bad = {key: value for key, value in messages if key and key.startswith(b"bad-")}
     dead = collector.records[SETTINGS.dlq_topic]
     assert len(dead) == 100
-    from ml.messages import decode_batch
-
+    reasons: dict[str, int] = {}
     for record in dead:
         assert record.value == bad[record.key], "DLQ bytes must be the original bytes"
         headers = dict(record.headers)
-        expected_reason = decode_batch([record.value], SETTINGS.max_message_bytes).bad[0].code
-        assert headers["error"].decode() == expected_reason
+        n = int(record.key.decode().rsplit("-", 1)[1])
+        kinds = [k for k in EXPECTED_DLQ_REASON if bad_message(k, n, seed=11)[1] == record.value]
+        assert len(kinds) == 1, (record.key, record.value)
+        assert headers["error"].decode() == EXPECTED_DLQ_REASON[kinds[0]], kinds[0]
+        reasons[kinds[0]] = reasons.get(kinds[0], 0) + 1
         assert headers["source_topic"] == SETTINGS.requests_topic.encode()
         assert {"error_detail", "source_partition", "source_offset"} <= set(headers)
+    assert set(reasons) == set(EXPECTED_DLQ_REASON), "every kind of bad message was sent and dead-lettered"
 
     stamps = [r.timestamp for t in collector.records.values() for r in t]
     elapsed_s = max((max(stamps) - min(stamps)) / 1000, 0.001)

@@ -314,11 +314,22 @@ def iter_file_chunks(
         offset += rows
 
 
-def iter_topic_chunks(settings: Settings, options: BackfillOptions) -> Iterator[Chunk]:
+def iter_topic_chunks(
+    settings: Settings, options: BackfillOptions, workspace: Workspace | None = None
+) -> Iterator[Chunk]:
+    """Chunks of the topic range; with a work folder the partitions' offsets are pinned in its
+    manifest by the first attempt and reused by a resumed one."""
     from consumers.backfill.topics import read_topic_range
 
     assert options.from_topic is not None
-    tables = read_topic_range(settings, options.from_topic, options.start, options.end)
+    tables = read_topic_range(
+        settings,
+        options.from_topic,
+        options.start,
+        options.end,
+        pinned=workspace.topic_offsets if workspace is not None else None,
+        on_pinned=workspace.pin_topic_offsets if workspace is not None else None,
+    )
     first_row = 0
     for index, table in enumerate(readers.rechunk(tables, options.chunk_rows)):
         yield Chunk(table, 0, index, first_row, options.from_topic)

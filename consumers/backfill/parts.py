@@ -9,6 +9,8 @@ The manifest (``manifest.json``, rewritten atomically after every part) holds:
   (and the confusion counts with ``--compare-with``);
 - ``units``: row counts of input files that are finished (or belong to other shards);
 - ``drift_saved``: how many drift windows were written, so a resume does not write them again;
+- ``topic_offsets`` (``--from-topic``): each partition's ``[start, end)`` offsets, fixed by the first
+  attempt, so a resumed run reads the same records even if the topic grew or was trimmed since;
 - ``bytes``: lengths of the append-only files (CSV/JSONL output, rejects) after the last
   completed part.
 
@@ -94,6 +96,17 @@ class Workspace:
         with self._lock:
             data = orjson.dumps(self.manifest, option=orjson.OPT_INDENT_2)
             write_atomic_bytes(self.path, data)
+
+    @property
+    def topic_offsets(self) -> dict[int, tuple[int, int]] | None:
+        with self._lock:
+            pinned = self.manifest.get("topic_offsets")
+        return None if pinned is None else {int(p): (int(a), int(b)) for p, (a, b) in pinned.items()}
+
+    def pin_topic_offsets(self, offsets: dict[int, tuple[int, int]]) -> None:
+        with self._lock:
+            self.manifest["topic_offsets"] = {str(p): [a, b] for p, (a, b) in sorted(offsets.items())}
+        self.save()
 
     @staticmethod
     def part_name(unit: int, index: int) -> str:

@@ -8,15 +8,23 @@ the arguments and inputs, the run's ``scored_at`` and every completed chunk. A r
 and started again with the same arguments skips what is done and ends with the same output; at
 the end the results move into place atomically and the folder is removed.
 
-Output columns: ``id`` (the input's, or the row number across the input, from 0),
-the four features, ``label``, one ``prob_<class>`` column per class, ``compare_label`` (with
-``--compare-with``), ``model_name``, ``model_version``, ``scored_at``. Bad rows go to
-``<stem>.rejects.jsonl`` beside the output: ``{"row", "id", "input", "errors": [{"loc", "msg"}]}``.
+Output columns: ``id`` (the input's, or the row number across the input, from 0), the four
+features, the input's other columns in input order (pass-through, so results join back; not with
+``--drop-extra-columns``), ``label``, one ``prob_<class>`` column per class, ``compare_label`` (with
+``--compare-with``), ``model_name``, ``model_version``, ``scored_at``.
+
+Bad rows go to ``<stem>.rejects.jsonl`` beside the output:
+``{"row", "line", "id", "input", "errors": [{"loc", "msg"}]}``. ``row`` is the 1-based data row of
+the file named by ``input`` (the first row after a CSV header is row 1; for ``--from-topic`` the
+first record of the range is row 1). ``line`` (CSV only) is the 1-based line in the file, the
+header being line 1: ``row + 1`` unless a quoted value spans lines (blank lines are skipped and not
+counted). ``drift-report`` numbers skipped rows the same way.
 
 Modules: :mod:`.options` (what the command line asks for, the summary), :mod:`.chunks` (one
 chunk validated, scored and laid out as output columns), this module (the run: sources, sinks,
-resume), :mod:`.files`, :mod:`.readers`, :mod:`.writers` and :mod:`.topics` (sources and sinks), :mod:`.parts` (the work folder),
-:mod:`.pipeline` (reader and writer threads), :mod:`.drift_windows` (drift over history).
+resume), :mod:`.files`, :mod:`.readers`, :mod:`.writers`, :mod:`.sinks` and :mod:`.topics` (sources and
+sinks), :mod:`.parts` (the work folder), :mod:`.pipeline` (reader and writer threads),
+:mod:`.drift_windows` (drift over history).
 """
 
 from __future__ import annotations
@@ -107,7 +115,7 @@ def run_backfill(
     drift = _drift_windows(settings, spec, model, scored_at, workspace) if spec is not None else None
 
     if options.from_topic is not None:
-        chunks: Iterator[Chunk | UnitDone] = iter_topic_chunks(settings, options)
+        chunks: Iterator[Chunk | UnitDone] = iter_topic_chunks(settings, options, workspace)
         total = None
     else:
         chunks = iter_file_chunks(files, owned, options.chunk_rows, workspace, reread_done=drift is not None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,9 +71,16 @@ def read_topic_range(
     topic: str,
     start: datetime | None,
     end: datetime | None,
+    *,
+    pinned: Mapping[int, tuple[int, int]] | None = None,
+    on_pinned: Callable[[dict[int, tuple[int, int]]], None] | None = None,
 ) -> Iterator[pa.Table]:
     """Tables of the messages in the range, each row valid or carrying a ``_reason``, in
-    event-time order across partitions (:func:`interleave_by_time`)."""
+    event-time order across partitions (:func:`interleave_by_time`).
+
+    The range is a ``[start, end)`` offset pair per partition: looked up once (``on_pinned``
+    receives it, so a resumable run records it) or given (``pinned``: a resumed run reads exactly
+    the records the first attempt did, whether the partitions grew or were trimmed since)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -104,10 +111,15 @@ def read_topic_range(
         tps = [TopicPartition(topic, p) for p in partitions]
         _call(loop, consumer.assign, tps)
         first = loop.run_until_complete(consumer.beginning_offsets(tps))
-        last = loop.run_until_complete(consumer.end_offsets(tps))
-        starts = dict(first)
-        if start_ms is not None:
-            starts.update(_offsets_for_times(loop, consumer, tps, start_ms))
+        if pinned is None:
+            last = loop.run_until_complete(consumer.end_offsets(tps))
+            starts = dict(first)
+            if start_ms is not None:
+                starts.update(_offsets_for_times(loop, consumer, tps, start_ms))
+            if on_pinned is not None:
+                on_pinned({tp.partition: (starts[tp], last[tp]) for tp in tps})
+        else:
+            starts, last = _pinned_offsets(topic, tps, first, pinned)
         readers: dict[Any, Iterator[pa.Table]] = {}
         for tp in tps:
             if starts[tp] >= last[tp]:
@@ -146,6 +158,33 @@ async def _partition_ids(kafka: Any, topic: str) -> list[int]:
         if found["topic"] == topic and found["error_code"] == 0
         for part in found["partitions"]
     )
+
+
+def _pinned_offsets(
+    topic: str, tps: Sequence[Any], first: Mapping[Any, int], pinned: Mapping[int, tuple[int, int]]
+) -> tuple[dict[Any, int], dict[Any, int]]:
+    """The recorded ranges, checked against the topic as it is now."""
+    by_partition = {tp.partition: tp for tp in tps}
+    missing = sorted(set(pinned) - set(by_partition))
+    if missing:
+        raise BadInputError(
+            f"topic {topic} has no partition {missing[0]} any more: the interrupted backfill cannot be "
+            "resumed (its work folder is removed): run the command again to start over."
+        )
+    starts, last = {}, {}
+    for partition, (start, end) in pinned.items():
+        tp = by_partition[partition]
+        if start < end and first[tp] > start:
+            raise BadInputError(
+                f"topic {topic} partition {partition} no longer holds offsets {start}-{end - 1} "
+                f"(retention trimmed it to {first[tp]}): the interrupted backfill cannot be resumed with "
+                "the same result (its work folder is removed): run the command again to start over."
+            )
+        starts[tp], last[tp] = start, end
+    for tp in tps:  # partitions added since the first attempt are not in its range
+        if tp.partition not in pinned:
+            starts[tp] = last[tp] = first[tp]
+    return starts, last
 
 
 def interleave_by_time(readers: Mapping[Any, Iterator[pa.Table]]) -> Iterator[pa.Table]:

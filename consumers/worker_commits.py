@@ -1,0 +1,125 @@
+"""Offset commits at most once per ``IRIS_COMMIT_INTERVAL_MS``, only for acknowledged batches.
+
+The subscriber's ack policy (``NACK_ON_ERROR``) commits after every batch whose outputs are
+acknowledged; Azure Event Hubs throttles commits to 4 per second and partition. So the commit
+FastStream's ack makes goes through :class:`CommitThrottle`:
+
+- each acknowledged batch records, per partition, the offset after its last record
+  (:meth:`CommitThrottle.acked`, called by the subscriber once ``route`` returned);
+- FastStream's ``consumer.commit()`` then commits those offsets explicitly, if the last commit
+  is at least the interval old (otherwise they wait for the next one);
+- partitions being revoked get their acknowledged offsets committed before they are handed
+  over (:class:`RevokeListener`), and the consumer's ``stop`` commits everything acknowledged
+  first: a stop or a rebalance never re-delivers what was done.
+
+A failed batch is rewound by FastStream (``seek`` to its first offsets) and records nothing, so
+what is committed is always below what is acknowledged. Explicit offsets (not the consumer's
+positions) are committed: a revoke that comes while a batch is in flight commits only what was
+acknowledged before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from ml.logs import log_event
+
+log = logging.getLogger("consumers.worker")
+
+Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
+
+
+class CommitThrottle:
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self.clock = interval_s, clock
+        self.pending: dict[TopicPartition, int] = {}
+        self.commit: Commit | None = None  # the consumer's own commit, once installed
+        self._last: float | None = None
+        self._later: asyncio.Task[None] | None = None
+
+    def acked(self, records: Sequence[Any]) -> None:
+        """The outputs of ``records`` are acknowledged: their offsets may be committed."""
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if record.offset + 1 > self.pending.get(tp, -1):
+                self.pending[tp] = record.offset + 1
+
+    async def maybe_commit(self) -> None:
+        """FastStream's ack: commit if the interval has passed since the last commit."""
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            # no batch may come after this one: commit it when the interval is up
+            if self._later is None or self._later.done():
+                self._later = asyncio.ensure_future(self._flush_after(self._last + self.interval_s - now))
+            return
+        await self.flush()
+
+    async def _flush_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        try:
+            await self.flush()
+        except Exception as exc:
+            log_event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+
+    async def flush(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the acknowledged offsets (of ``partitions``, or all) now."""
+        chosen = set(partitions) if partitions is not None else set(self.pending)
+        offsets = {tp: offset for tp, offset in self.pending.items() if tp in chosen}
+        if not offsets or self.commit is None:
+            return
+        await self.commit(offsets)
+        for tp, offset in offsets.items():
+            if self.pending.get(tp) == offset:
+                del self.pending[tp]
+        self._last = self.clock()
+
+    def install(self, consumer: Any) -> None:
+        """Route ``consumer.commit()`` (FastStream's ack) through the throttle and commit what was
+        acknowledged before ``consumer.stop()``."""
+        commit, stop = consumer.commit, consumer.stop
+
+        async def explicit(offsets: dict[TopicPartition, int]) -> None:
+            await commit(offsets)
+
+        async def throttled(offsets: dict[TopicPartition, int] | None = None) -> None:
+            if offsets is not None:
+                await commit(offsets)
+            else:
+                await self.maybe_commit()
+
+        async def stop_after_commit() -> None:
+            if self._later is not None:
+                self._later.cancel()
+            try:
+                await self.flush()
+            except Exception as exc:
+                log_event(log, "commit_on_stop_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+            await stop()
+
+        self.commit = explicit
+        consumer.commit, consumer.stop = throttled, stop_after_commit
+
+
+class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit the acknowledged offsets of partitions before they are handed over."""
+
+    def __init__(self, throttle: CommitThrottle) -> None:
+        self.throttle = throttle
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
+        try:
+            await self.throttle.flush(revoked)
+        except Exception as exc:  # the partitions are gone: their next owner re-reads from the last commit
+            log_event(log, "commit_on_revoke_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        for tp in revoked:
+            self.throttle.pending.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None

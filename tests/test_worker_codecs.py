@@ -1,0 +1,162 @@
+# ruff: noqa: F811 - the fixtures are imported from test_worker_integration
+"""Compressed input (issue 14, point 1): record batches compressed with every codec Kafka has are
+scored, whichever client compressed them (aiokafka, librdkafka through confluent-kafka, kcat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from stream_helpers import wait_until
+from test_worker_integration import (
+    SETTINGS,
+    Collector,
+    Worker,
+    collectors,  # noqa: F401 - fixture
+    own_broker,  # noqa: F401 - fixture
+    prediction_ids,
+    worker_env,
+    workers,  # noqa: F401 - fixture
+)
+
+from consumers.publish import sample_messages
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CODECS = ("gzip", "snappy", "lz4", "zstd")
+PER_CLIENT = 25
+Messages = list[tuple[bytes | None, bytes]]
+
+
+async def _aiokafka_compressed(bootstrap: str, codec: str, messages: Messages) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec, linger_ms=50)
+    await producer.start()
+    try:
+        futures = [await producer.send(SETTINGS.requests_topic, v, key=k) for k, v in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def produce_with_aiokafka(bootstrap: str, codec: str, messages: Messages) -> None:
+    asyncio.run(_aiokafka_compressed(bootstrap, codec, messages))
+
+
+def produce_with_librdkafka(bootstrap: str, codec: str, messages: Messages) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 50})
+    for key, value in messages:
+        producer.produce(SETTINGS.requests_topic, value, key)
+    assert producer.flush(30) == 0
+
+
+def produce_with_kcat(bootstrap: str, codec: str, messages: Messages) -> None:
+    lines = b"".join((key or b"") + b"\t" + value + b"\n" for key, value in messages)
+    subprocess.run(
+        [
+            "kcat",
+            "-P",
+            "-b",
+            bootstrap,
+            "-t",
+            SETTINGS.requests_topic,
+            "-z",
+            codec,
+            "-K",
+            "\t",
+            "-X",
+            "linger.ms=50",
+        ],
+        input=lines,
+        check=True,
+        timeout=60,
+    )
+
+
+def test_batches_compressed_with_every_codec_are_scored(
+    registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+) -> None:
+    clients = [produce_with_aiokafka, produce_with_librdkafka]
+    if shutil.which("kcat"):
+        clients.append(produce_with_kcat)
+    expected: set[str] = set()
+    for n, codec in enumerate(CODECS):
+        for m, client in enumerate(clients):
+            rows = [orjson.loads(v) for _, v in sample_messages(PER_CLIENT, seed=1000 + 10 * n + m)]
+            ids = [f"{codec}-{client.__name__}-{i}" for i in range(PER_CLIENT)]
+            messages: Messages = [
+                (i.encode(), orjson.dumps({**row, "id": i})) for i, row in zip(ids, rows, strict=True)
+            ]
+            expected |= set(ids)
+            client(own_broker, codec, messages)
+    assert len(expected) == len(CODECS) * len(clients) * PER_CLIENT
+    collector = Collector(own_broker, (SETTINGS.predictions_topic,))
+    collectors.append(collector)
+    worker = Worker(worker_env(registry, own_broker, tmp_path))
+    workers.append(worker)
+    worker.wait_ready()
+    collector.wait_for(
+        lambda: set(prediction_ids(collector)) >= expected, "every compressed request scored", deadline_s=60
+    )
+    assert "UnsupportedCodecError" not in worker.output()
+    assert worker.terminate() == 0
+
+
+async def _unreadable_batch(bootstrap: str, partition: int, messages: Messages) -> int:
+    """A record batch whose attributes name a compression codec that does not exist (5), with a
+    valid CRC: the broker stores it, every consumer's fetch of it fails; returns its base offset."""
+    from aiokafka.record._crc32c import crc as crc32c
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for key, value in messages:
+            assert batch.append(key=key, value=value, timestamp=None) is not None
+        batch.close()
+        buffer = batch._build()  # the bytes the producer will send (built once, kept)
+        attributes = int.from_bytes(buffer[21:23], "big")
+        buffer[21:23] = ((attributes & ~0x07) | 0x05).to_bytes(2, "big")
+        buffer[17:21] = crc32c(bytes(buffer[21:])).to_bytes(4, "big")
+        meta = await (await producer.send_batch(batch, SETTINGS.requests_topic, partition=partition))
+        return int(meta.offset)
+    finally:
+        await producer.stop()
+
+
+def test_an_unreadable_batch_turns_ready_503_counts_and_logs_where(
+    registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+) -> None:
+    bad: Messages = [(f"bad-codec-{i}".encode(), orjson.dumps({"id": f"bad-codec-{i}"})) for i in range(3)]
+    offset = asyncio.run(_unreadable_batch(own_broker, 0, bad))
+    worker = Worker(worker_env(registry, own_broker, tmp_path))
+    workers.append(worker)
+    port = worker.port
+
+    def ready() -> tuple[int, str]:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+            return response.status_code, str(response.json().get("detail", ""))
+        return 0, ""
+
+    where = f"{SETTINGS.requests_topic}[0] at offset {offset}"
+    wait_until(lambda: where in ready()[1], "/ready naming the unreadable batch", deadline_s=90)
+    status, detail = ready()
+    assert status == 503 and "unsupported_codec" in detail, detail
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'iris_consumer_errors_total{reason="unsupported_codec"}' in metrics
+    assert 'iris_consumer_errors_total{reason="unsupported_codec"} 0.0' not in metrics
+    log = worker.output()
+    line = next(line for line in log.splitlines() if "consumer_error" in line)
+    assert SETTINGS.requests_topic in line and " partition=0 " in line and f" offset={offset} " in line, line
+    assert worker.terminate() == 0
