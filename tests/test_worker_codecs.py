@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,34 +113,40 @@ def test_batches_compressed_with_every_codec_are_scored(
     assert worker.terminate() == 0
 
 
-async def _unreadable_batch(bootstrap: str, partition: int, messages: Messages) -> int:
-    """A record batch whose attributes name a compression codec that does not exist (5), with a
-    valid CRC: the broker stores it, every consumer's fetch of it fails; returns its base offset."""
-    from aiokafka.record._crc32c import crc as crc32c
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def _compressed_batch(bootstrap: str, partition: int, codec: str, messages: Messages) -> int:
+    """One ``codec``-compressed record batch on ``partition``; returns its first (base) offset."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", compression_type=codec, linger_ms=200
+    )
     await producer.start()
     try:
-        batch = producer.create_batch()
-        for key, value in messages:
-            assert batch.append(key=key, value=value, timestamp=None) is not None
-        batch.close()
-        buffer = batch._build()  # the bytes the producer will send (built once, kept)
-        attributes = int.from_bytes(buffer[21:23], "big")
-        buffer[21:23] = ((attributes & ~0x07) | 0x05).to_bytes(2, "big")
-        buffer[17:21] = crc32c(bytes(buffer[21:])).to_bytes(4, "big")
-        meta = await (await producer.send_batch(batch, SETTINGS.requests_topic, partition=partition))
-        return int(meta.offset)
+        futures = [
+            await producer.send(SETTINGS.requests_topic, v, key=k, partition=partition) for k, v in messages
+        ]
+        offsets = [int(meta.offset) for meta in await asyncio.gather(*futures)]
+        return min(offsets)
     finally:
         await producer.stop()
+
+
+def worker_without_codecs(port: int) -> list[str]:
+    """The worker in a process that cannot decompress snappy, lz4 or zstd (tests/worker_without_codecs.py)."""
+    return [
+        sys.executable,
+        str(Path(__file__).with_name("worker_without_codecs.py")),
+        "worker",
+        "--http-port",
+        str(port),
+    ]
 
 
 def test_an_unreadable_batch_turns_ready_503_counts_and_logs_where(
     registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
 ) -> None:
+    """A batch the process cannot decode (here: zstd without the codec library) is never silent."""
     bad: Messages = [(f"bad-codec-{i}".encode(), orjson.dumps({"id": f"bad-codec-{i}"})) for i in range(3)]
-    offset = asyncio.run(_unreadable_batch(own_broker, 0, bad))
-    worker = Worker(worker_env(registry, own_broker, tmp_path))
+    offset = asyncio.run(_compressed_batch(own_broker, 0, "zstd", bad))
+    worker = Worker(worker_env(registry, own_broker, tmp_path), worker_without_codecs)
     workers.append(worker)
     port = worker.port
 
