@@ -50,6 +50,7 @@ class KafkaConfig:
     heartbeat_interval_ms: int
     max_partition_fetch_bytes: int
     event_hubs: bool
+    group_instance_id: str | None = None
 
     @property
     def uses_ssl(self) -> bool:
@@ -75,25 +76,32 @@ class KafkaConfig:
         return options
 
     def producer_options(self, *, linger_ms: int = 5) -> dict[str, Any]:
-        """An ``AIOKafkaProducer``: acks from all replicas, no idempotence or transactions."""
+        """An ``AIOKafkaProducer``: acks from all replicas, idempotent on Apache Kafka (a retried
+        produce is written once), not on Event Hubs (decided by ``is_event_hubs``: its Kafka
+        endpoint is not relied on for idempotent producers); no transactions."""
         return {
             **self.client_options(),
             "acks": "all",
-            "enable_idempotence": False,
+            "enable_idempotence": not self.event_hubs,
             "max_request_size": self.max_request_size,
             "linger_ms": linger_ms,
             "max_batch_size": 256 * 1024 if not self.event_hubs else 128 * 1024,
         }
 
     def consumer_options(self) -> dict[str, Any]:
-        """Consumer-only options (FastStream subscriber or ``AIOKafkaConsumer``): manual commits."""
-        return {
+        """Consumer-only options (FastStream subscriber or ``AIOKafkaConsumer``): manual commits;
+        static membership when ``group_instance_id`` is set (such a member does not leave the
+        group on stop: its partitions wait for it up to the session timeout)."""
+        options: dict[str, Any] = {
             "session_timeout_ms": self.session_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms,
             "auto_offset_reset": "earliest",
             "enable_auto_commit": False,
             "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
         }
+        if self.group_instance_id is not None:
+            options["group_instance_id"] = self.group_instance_id
+        return options
 
     def describe(self) -> dict[str, Any]:
         """For logs: everything but the password."""
@@ -102,6 +110,7 @@ class KafkaConfig:
             "security_protocol": self.security_protocol,
             "sasl_mechanism": self.sasl_mechanism,
             "event_hubs": self.event_hubs,
+            "group_instance_id": self.group_instance_id,
         }
 
 
@@ -169,4 +178,5 @@ def build_kafka_config(settings: Settings) -> KafkaConfig:
         heartbeat_interval_ms=max(100, session_ms // 3),
         max_partition_fetch_bytes=max(1_048_576, min(max_request, 8 * 1_048_576)),
         event_hubs=event_hubs,
+        group_instance_id=settings.kafka_group_instance_id,
     )

@@ -114,6 +114,7 @@ class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
+        log_event(log, "partitions_revoked", partitions=_names(revoked))
         try:
             await self.throttle.flush(revoked)
         except Exception as exc:  # the partitions are gone: their next owner re-reads from the last commit
@@ -122,4 +123,9 @@ class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.throttle.pending.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        return None
+        log_event(log, "partitions_assigned", partitions=_names(assigned))
+
+
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    """``iris.requests[0],iris.requests[2]`` (sorted), for the rebalance log lines."""
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none"

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    # Static group membership (KIP-345): a unique, stable name per worker (the pod name in k8s)
+    kafka_group_instance_id: str | None = Field(default=None, max_length=249)
 
     # Topics and group
     requests_topic: str = "iris.requests"
@@ -90,6 +92,13 @@ class Settings(BaseSettings):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
+        return value
+
+    @field_validator("kafka_group_instance_id", mode="before")
+    @classmethod
+    def _blank_instance_id_is_unset(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip() or None
         return value
 
     @field_validator("api_key", "kafka_sasl_password", mode="before")

@@ -22,6 +22,7 @@ import typer.main
 import yaml
 from packaging.requirements import Requirement
 
+from consumers.kafka_config import build_kafka_config
 from iris_scorer.cli import app as cli_app
 from ml.settings import Settings, env_name, load_settings
 
@@ -322,6 +323,12 @@ def test_scaled_object_follows_the_worker(kustomization: str) -> None:
     assert meta["bootstrapServers"] == config["IRIS_KAFKA_BOOTSTRAP_SERVERS"]
     assert int(meta["lagThreshold"]) > int(meta["activationLagThreshold"]) >= 0
     assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata values are strings"
+    # KEDA counts a partition with no committed offset the way the worker will read it: from the
+    # start (earliest: its whole log is lag) or from the end (latest: no lag).
+    reset = build_kafka_config(Settings()).consumer_options()["auto_offset_reset"]
+    assert meta["offsetResetPolicy"] == reset, (
+        "KEDA's offsetResetPolicy must match the worker's auto_offset_reset"
+    )
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= PARTITIONS
     if config.get("IRIS_KAFKA_SECURITY_PROTOCOL") == "SASL_SSL":
         auth_name = trigger["authenticationRef"]["name"]
@@ -787,3 +794,21 @@ def test_checkov_finds_no_failed_check(tmp_path: Path) -> None:
             ]
             assert not failed, f"checkov {args[-1]}: {failed}"
             assert report["summary"]["passed"] > 0
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_workers_are_static_members_named_after_their_pod(kustomization: str) -> None:
+    """A worker container restarted in its pod (crash, OOM kill) rejoins as the same static member
+    (IRIS_KAFKA_GROUP_INSTANCE_ID = the pod name, from the downward API) and gets its partitions
+    back without a rebalance of the others."""
+    docs = render(kustomization)
+    container = named(docs, "Deployment", "iris-worker")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env_name("kafka_group_instance_id") == "IRIS_KAFKA_GROUP_INSTANCE_ID"
+    ref = env["IRIS_KAFKA_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]
+    assert ref["fieldPath"] == "metadata.name"
+
+
+def test_the_compose_worker_is_a_static_member_too() -> None:
+    worker = iris_services()["worker"]
+    assert worker["environment"]["IRIS_KAFKA_GROUP_INSTANCE_ID"]

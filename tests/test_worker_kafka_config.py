@@ -21,7 +21,8 @@ def test_plaintext_defaults() -> None:
     assert consumer["auto_offset_reset"] == "earliest"
     assert consumer["session_timeout_ms"] == 10_000
     assert config.producer_options()["acks"] == "all"
-    assert config.producer_options()["enable_idempotence"] is False
+    # Apache Kafka: idempotent producers, so a retried produce never writes a record twice.
+    assert config.producer_options()["enable_idempotence"] is True
 
 
 def test_session_timeout_is_configurable() -> None:
@@ -90,3 +91,16 @@ def test_sasl_needs_credentials_and_a_sasl_protocol() -> None:
 def test_requests_fit_a_dlq_copy_of_the_largest_message() -> None:
     config = build_kafka_config(Settings(max_message_bytes=2_000_000))
     assert config.max_request_size > 2_000_000
+
+
+def test_static_membership_is_off_unless_an_instance_id_is_set() -> None:
+    assert "group_instance_id" not in build_kafka_config(Settings()).consumer_options()
+    config = build_kafka_config(Settings(kafka_group_instance_id="iris-worker-7d9f-abcde"))
+    assert config.consumer_options()["group_instance_id"] == "iris-worker-7d9f-abcde"
+    assert config.describe()["group_instance_id"] == "iris-worker-7d9f-abcde"
+
+
+def test_a_blank_instance_id_is_unset_and_a_bad_one_is_refused() -> None:
+    assert Settings(kafka_group_instance_id="  ").kafka_group_instance_id is None
+    with pytest.raises(ValueError, match="kafka_group_instance_id"):
+        Settings(kafka_group_instance_id="x" * 250)
