@@ -15,6 +15,7 @@ run one coroutine at a time on it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -26,10 +27,13 @@ import pyarrow.compute as pc
 
 from consumers.backfill.readers import rechunk
 from ml.errors import BadInputError, IrisError
+from ml.logs import log_event
 from ml.messages import decode_batch, encode_predictions
 from ml.predict import Scores, prediction_records
 from ml.schema import FEATURES
 from ml.settings import Settings
+
+log = logging.getLogger("consumers.backfill")
 
 EMPTY_POLLS_BEFORE_GIVING_UP = 30
 #: records read from one partition at a time: small enough that holding one table per partition
@@ -111,27 +115,39 @@ def read_topic_range(
         tps = [TopicPartition(topic, p) for p in partitions]
         _call(loop, consumer.assign, tps)
         first = loop.run_until_complete(consumer.beginning_offsets(tps))
+        lookup = "pinned" if pinned is not None else "none" if start_ms is None else "scan"
         if pinned is None:
             last = loop.run_until_complete(consumer.end_offsets(tps))
             starts = dict(first)
             if start_ms is not None:
-                starts.update(_offsets_for_times(loop, consumer, tps, start_ms))
+                by_time = _offsets_for_times(loop, consumer, tps, start_ms)
+                starts.update(by_time)
+                if by_time:  # the broker looks up by time: a partition it found nothing in for
+                    # start_ms has no record at or after it, and is not read at all
+                    lookup = "offsets_for_times"
+                    starts.update({tp: last[tp] for tp in tps if tp not in by_time})
             if on_pinned is not None:
                 on_pinned({tp.partition: (starts[tp], last[tp]) for tp in tps})
         else:
             starts, last = _pinned_offsets(topic, tps, first, pinned)
+        offsets = ",".join(f"{tp.partition}:{starts[tp]}-{last[tp]}" for tp in tps)
+        log_event(log, "topic_range", topic=topic, lookup=lookup, offsets=offsets)
+        counts = {"fetched": 0, "in_range": 0}
         readers: dict[Any, Iterator[pa.Table]] = {}
         for tp in tps:
             if starts[tp] >= last[tp]:
                 continue
             _call(loop, consumer.seek, tp, starts[tp])
             fetched = _read_partition(
-                loop, consumer, tp, last[tp], start_ms, end_ms, PARTITION_READ_ROWS, settings
+                loop, consumer, tp, last[tp], start_ms, end_ms, PARTITION_READ_ROWS, settings, counts
             )
             # tables cut at fixed record counts, whatever each fetch returned: the same data
             # interleaves the same way on every run (a resumed run relies on it)
             readers[tp] = rechunk(fetched, PARTITION_READ_ROWS)
         yield from interleave_by_time(readers)
+        # what the broker sent (``fetched``) against what was in the time range: by time, the two
+        # are close; a scan fetches the partitions from their start
+        log_event(log, "topic_range_read", topic=topic, lookup=lookup, offsets=offsets, **counts)
     finally:
         loop.run_until_complete(consumer.stop())
         loop.close()
@@ -222,8 +238,9 @@ def _order(key: Any) -> Any:
 def _offsets_for_times(
     loop: asyncio.AbstractEventLoop, consumer: Any, tps: Sequence[Any], start_ms: int
 ) -> dict[Any, int]:
-    """Where ``start_ms`` begins in each partition; partitions the broker cannot answer for are
-    left out (they are scanned from the beginning)."""
+    """Where ``start_ms`` begins in each partition; partitions with no offset for it are left out
+    (the caller skips them when others have one; the embedded mock answers none, and the whole
+    topic is then scanned from the beginning and filtered on the record timestamp)."""
     try:
         found = loop.run_until_complete(consumer.offsets_for_times(dict.fromkeys(tps, start_ms)))
     except Exception:  # brokers without the ListOffsets-by-time API
@@ -240,7 +257,12 @@ def _read_partition(
     end_ms: int | None,
     batch_rows: int,
     settings: Settings,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[pa.Table]:
+    """The partition's records from its position up to ``end_offset`` (or its first record
+    after ``end_ms``), those from ``start_ms`` on; ``counts`` adds up ``fetched`` (records the
+    broker returned that were read) and ``in_range`` (records kept)."""
+    counts = counts if counts is not None else {"fetched": 0, "in_range": 0}
     empty_polls = 0
     while True:
         batch = loop.run_until_complete(
@@ -263,11 +285,13 @@ def _read_partition(
             if message.offset >= end_offset or (end_ms is not None and message.timestamp > end_ms):
                 finished = True
                 break
+            counts["fetched"] += 1
             if start_ms is None or message.timestamp >= start_ms:
                 kept.append(message)
             if message.offset >= end_offset - 1:
                 finished = True
                 break
+        counts["in_range"] += len(kept)
         if kept:
             yield messages_table(kept, settings.max_message_bytes)
         if finished:
