@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools demo test lint typecheck unit bench bench-full train lock clean kafka
+.PHONY: install tools system-deps demo test lint typecheck unit bench bench-full train lock clean kafka
 
 install: $(STAMP)
 
@@ -29,6 +29,20 @@ $(TOOLS_STAMP): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	touch $(TOOLS_STAMP)
+
+# Debian packages the tests use from outside the venv: kcat (a producer that is not ours, for the
+# compressed-input tests). Installed with apt-get when missing (root, or sudo without a password).
+DEB_PACKAGES := kcat
+
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  { $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q $$missing >/dev/null; } || \
+	  { echo "could not install$$missing with apt-get: install it by hand" >&2; exit 1; }; \
+	fi
 
 demo: install
 	$(BIN)/iris-scorer demo
