@@ -1,0 +1,147 @@
+# ruff: noqa: F811 - the fixtures are imported from test_worker_integration
+"""KEDA's view of the worker group's lag (issue 15): its Kafka scaler's rules as pure functions,
+then on a real Kafka the replica count the committed ScaledObject implies rises under a backlog
+and returns to the minimum once one worker has drained it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+from kafka_fixtures import REPO_ROOT, _ensure_topics
+from stream_helpers import wait_until
+from test_worker_integration import (
+    Worker,
+    publish,
+    worker_env,
+    workers,  # noqa: F401 - fixture
+)
+
+from consumers.kafka_config import build_kafka_config
+from consumers.keda_lag import KedaTrigger, desired_replicas, partition_lag, total_lag
+from consumers.publish import sample_messages
+from ml.settings import Settings
+
+
+def scaled_object() -> dict[str, Any]:
+    docs = yaml.safe_load_all((REPO_ROOT / "deploy" / "k8s" / "base" / "worker.yaml").read_text())
+    return next(d for d in docs if d and d["kind"] == "ScaledObject")
+
+
+# ------------------------------------------------------------------ the scaler's rules
+
+
+def test_a_partition_without_a_committed_offset_counts_by_the_reset_policy() -> None:
+    latest, earliest = (
+        KedaTrigger(100, offset_reset_policy="latest"),
+        KedaTrigger(100, offset_reset_policy="earliest"),
+    )
+    assert partition_lag(None, 5000, latest) == 1
+    assert partition_lag(-1, 5000, earliest) == 5000
+    no_invalid = KedaTrigger(100, offset_reset_policy="earliest", scale_to_zero_on_invalid_offset=True)
+    assert partition_lag(None, 5000, no_invalid) == 0
+    assert partition_lag(4000, 5000, latest) == 1000
+
+
+def test_the_total_is_capped_at_the_partitions_unless_idle_consumers_are_allowed() -> None:
+    committed = dict.fromkeys(range(4), 0)
+    ends = dict.fromkeys(range(4), 10_000)
+    assert total_lag(committed, ends, KedaTrigger(2000)) == 8000  # 4 partitions x 2000
+    assert total_lag(committed, ends, KedaTrigger(2000, allow_idle_consumers=True)) == 40_000
+
+
+def test_replicas_follow_the_lag_within_the_bounds() -> None:
+    trigger = KedaTrigger(2000, activation_lag_threshold=10, min_replicas=1, max_replicas=4)
+    assert desired_replicas(0, trigger) == 1
+    assert desired_replicas(10, trigger) == 1
+    assert desired_replicas(2001, trigger) == 2
+    assert desired_replicas(8000, trigger) == 4
+    assert desired_replicas(80_000, trigger) == 4
+    assert desired_replicas(5, KedaTrigger(2000, activation_lag_threshold=10, min_replicas=0)) == 0
+
+
+def test_the_committed_scaled_object_reads_as_expected() -> None:
+    trigger = KedaTrigger.from_scaled_object(scaled_object())
+    assert (
+        trigger.offset_reset_policy == build_kafka_config(Settings()).consumer_options()["auto_offset_reset"]
+    )
+    assert trigger.allow_idle_consumers is False
+    assert 1 <= trigger.min_replicas < trigger.max_replicas
+
+
+# ------------------------------------------------------------------ on a real Kafka
+
+
+async def _group_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> tuple[dict[int, int | None], dict[int, int]]:
+    """(committed offset per partition, None where there is none; log-end offset per partition)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        for attempt in range(30):  # a fresh cluster creates __consumer_offsets on first use
+            try:
+                found = await admin.list_consumer_group_offsets(group, partitions=tps)
+                break
+            except GroupCoordinatorNotAvailableError:
+                if attempt == 29:
+                    raise
+                await asyncio.sleep(0.5)
+        committed = {tp.partition: (found[tp].offset if tp in found else None) for tp in tps}
+        return committed, {tp.partition: int(ends[tp]) for tp in tps}
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.real_kafka
+def test_keda_wants_more_replicas_under_a_backlog_and_the_minimum_once_it_drains(
+    registry: Any, embedded_broker: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    trigger = KedaTrigger.from_scaled_object(scaled_object())
+    suffix = uuid.uuid4().hex[:8]
+    topics = {name: f"{name}.{suffix}" for name in ("requests", "predictions", "dlq", "drift")}
+    partitions = trigger.max_replicas  # the manifest's bound: one worker per partition
+    asyncio.run(_ensure_topics(embedded_broker, tuple(topics.values()), partitions))
+    group = f"iris-keda-{suffix}"
+
+    def replicas() -> tuple[int, int]:
+        committed, ends = asyncio.run(_group_offsets(embedded_broker, group, topics["requests"], partitions))
+        lag = total_lag(committed, ends, trigger)
+        return lag, desired_replicas(lag, trigger)
+
+    messages = sample_messages(5 * partitions * trigger.lag_threshold // 4, seed=23)
+    publish(embedded_broker, messages, requests_topic=topics["requests"])
+    # no worker has committed yet: under offsetResetPolicy earliest the whole log is lag
+    lag, wanted = replicas()
+    assert lag == partitions * trigger.lag_threshold, "capped at partitions x lagThreshold"
+    assert wanted == trigger.max_replicas
+
+    extra = {f"IRIS_{name.upper()}_TOPIC": topic for name, topic in topics.items()}
+    worker = Worker(worker_env(registry, embedded_broker, tmp_path, IRIS_CONSUMER_GROUP=group, **extra))
+    workers.append(worker)
+    worker.wait_ready()
+    seen: list[int] = []
+
+    def drained() -> bool:
+        lag, wanted = replicas()
+        seen.append(wanted)
+        return lag == 0
+
+    wait_until(drained, "the worker's committed offsets reach the log end", deadline_s=120)
+    assert seen[-1] == trigger.min_replicas
+    assert seen == sorted(seen, reverse=True), f"the wanted replicas only fall while it drains: {seen}"
+    assert worker.terminate() == 0
