@@ -6,7 +6,6 @@ and returns to the minimum once one worker has drained it."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
-from kafka_fixtures import REPO_ROOT, _ensure_topics
+from kafka_fixtures import REPO_ROOT
 from stream_helpers import wait_until
 from test_worker_integration import (
     Worker,
+    private_topics,
     publish,
     worker_env,
     workers,  # noqa: F401 - fixture
@@ -112,10 +112,8 @@ def test_keda_wants_more_replicas_under_a_backlog_and_the_minimum_once_it_drains
     registry: Any, embedded_broker: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
     trigger = KedaTrigger.from_scaled_object(scaled_object())
-    suffix = uuid.uuid4().hex[:8]
-    topics = {name: f"{name}.{suffix}" for name in ("requests", "predictions", "dlq", "drift")}
     partitions = trigger.max_replicas  # the manifest's bound: one worker per partition
-    asyncio.run(_ensure_topics(embedded_broker, tuple(topics.values()), partitions))
+    suffix, topics, extra = private_topics(embedded_broker, partitions)
     group = f"iris-keda-{suffix}"
 
     def replicas() -> tuple[int, int]:
@@ -130,7 +128,6 @@ def test_keda_wants_more_replicas_under_a_backlog_and_the_minimum_once_it_drains
     assert lag == partitions * trigger.lag_threshold, "capped at partitions x lagThreshold"
     assert wanted == trigger.max_replicas
 
-    extra = {f"IRIS_{name.upper()}_TOPIC": topic for name, topic in topics.items()}
     worker = Worker(worker_env(registry, embedded_broker, tmp_path, IRIS_CONSUMER_GROUP=group, **extra))
     workers.append(worker)
     worker.wait_ready()

@@ -9,21 +9,18 @@ marked ``real_kafka``.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_fixtures import _ensure_topics
 from stream_helpers import wait_until
 from test_worker_integration import (
     Collector,
     Worker,
     collectors,  # noqa: F401 - fixture
-    publish,
-    valid_ids,
+    private_topics,
+    publish_and_await_scores,
     worker_env,
     workers,  # noqa: F401 - fixture
 )
@@ -56,10 +53,7 @@ def assignment(worker: Worker) -> frozenset[str] | None:
 def test_a_static_member_restarted_within_the_session_timeout_keeps_its_partitions(
     registry: Any, embedded_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    topics = {name: f"{name}.{suffix}" for name in ("requests", "predictions", "dlq", "drift")}
-    asyncio.run(_ensure_topics(embedded_broker, tuple(topics.values()), PARTITIONS))
-    extra = {f"IRIS_{name.upper()}_TOPIC": topic for name, topic in topics.items()}
+    suffix, topics, extra = private_topics(embedded_broker, PARTITIONS)
     extra["IRIS_CONSUMER_GROUP"] = f"iris-static-{suffix}"
     # The scenario: a restart well within the session timeout (a worker starts in a few seconds).
     extra["IRIS_KAFKA_SESSION_TIMEOUT_MS"] = "30000"
@@ -90,14 +84,7 @@ def test_a_static_member_restarted_within_the_session_timeout_keeps_its_partitio
     wait_until(lambda: assignment(restarted) is not None, "the restarted member assigned", deadline_s=60)
     assert assignment(restarted) == kept, "the restarted static member got its own partitions back"
 
-    messages = sample_messages(2000, seed=77)
-    publish(embedded_broker, messages, requests_topic=topics["requests"])
-    collector = Collector(embedded_broker, (topics["predictions"],))
-    collectors.append(collector)
-    expected = valid_ids(messages)
-    collector.wait_for(
-        lambda: {r.key.decode() for r in collector.records[topics["predictions"]]} >= expected, "all scored"
-    )
+    publish_and_await_scores(embedded_broker, topics, sample_messages(2000, seed=77), collectors)
     assert rebalance_events(first)[seen_by_first:] == [], "the other member was not rebalanced"
     assert assignment(first) | assignment(restarted) == everything  # type: ignore[operator]
     assert first.terminate() == 0 and restarted.terminate() == 0

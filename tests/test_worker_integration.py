@@ -462,6 +462,32 @@ def produce_with_headers(bootstrap: str, records: list[tuple[bytes, bytes, list[
     asyncio.run(_produce_with_headers(bootstrap, records))
 
 
+def private_topics(bootstrap: str, partitions: int) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The four iris topics under a fresh suffix, created with ``partitions`` each: (suffix,
+    topics by role, the worker's IRIS_*_TOPIC settings for them)."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = {name: f"{name}.{suffix}" for name in ("requests", "predictions", "dlq", "drift")}
+    asyncio.run(_ensure_topics(bootstrap, tuple(topics.values()), partitions))
+    return suffix, topics, {f"IRIS_{name.upper()}_TOPIC": topic for name, topic in topics.items()}
+
+
+def publish_and_await_scores(
+    bootstrap: str,
+    topics: dict[str, str],
+    messages: list[tuple[bytes | None, bytes]],
+    collectors: list[Collector],
+) -> None:
+    """Publish ``messages`` to the private requests topic; wait until every valid one is predicted."""
+    publish(bootstrap, messages, requests_topic=topics["requests"])
+    collector = Collector(bootstrap, (topics["predictions"],))
+    collectors.append(collector)
+    expected = valid_ids(messages)
+    collector.wait_for(
+        lambda: {r.key.decode() for r in collector.records[topics["predictions"]]} >= expected,
+        "all predictions",
+    )
+
+
 def predictions_counted(worker: Worker) -> float:
     """The worker's own ``iris_predictions_total`` (all labels summed), from its /metrics."""
     text = httpx.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=5).text
@@ -482,10 +508,7 @@ def test_two_workers_in_one_group_share_the_work(
     workers: list[Worker],
     collectors: list[Collector],
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    topics = {name: f"{name}.{suffix}" for name in ("requests", "predictions", "dlq", "drift")}
-    asyncio.run(_ensure_topics(embedded_broker, tuple(topics.values()), 4))
-    extra = {f"IRIS_{name.upper()}_TOPIC": topic for name, topic in topics.items()}
+    suffix, topics, extra = private_topics(embedded_broker, 4)
     extra["IRIS_CONSUMER_GROUP"] = f"iris-two-{suffix}"
     env = worker_env(registry, embedded_broker, tmp_path, **extra)
     for _ in range(2):
@@ -493,14 +516,8 @@ def test_two_workers_in_one_group_share_the_work(
     for worker in workers:
         worker.wait_ready()
     messages = sample_messages(4000, seed=15)
-    publish(embedded_broker, messages, requests_topic=topics["requests"])
-    collector = Collector(embedded_broker, (topics["predictions"],))
-    collectors.append(collector)
+    publish_and_await_scores(embedded_broker, topics, messages, collectors)
     expected = valid_ids(messages)
-    collector.wait_for(
-        lambda: {r.key.decode() for r in collector.records[topics["predictions"]]} >= expected,
-        "all predictions",
-    )
     counted = [predictions_counted(worker) for worker in workers]
     assert all(n > 0 for n in counted), f"both members scored part of the work: {counted}"
     assert sum(counted) >= len(expected)
