@@ -170,3 +170,48 @@ def test_an_unreadable_batch_turns_ready_503_counts_and_logs_where(
     line = next(line for line in log.splitlines() if "consumer_error" in line)
     assert SETTINGS.requests_topic in line and " partition=0 " in line and f" offset={offset} " in line, line
     assert worker.terminate() == 0
+
+
+def kcat_produce(bootstrap: str, codec: str, lines: bytes, headers: list[str]) -> None:
+    """kcat -P: one message per line (``key<TAB>value``), each with ``headers`` (``name=value``)."""
+    argv = ["kcat", "-P", "-b", bootstrap, "-t", SETTINGS.requests_topic, "-z", codec, "-K", "\t", "-p", "0"]
+    for header in headers:
+        argv += ["-H", header]
+    subprocess.run(argv, input=lines, check=True, timeout=60)
+
+
+def test_kcat_headers_and_a_large_message_come_through(
+    registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+) -> None:
+    """A producer that is not ours: kcat's own headers reach the prediction and the dead letter
+    unchanged, and a 900 kB malformed value (zstd-compressed) is dead-lettered whole."""
+    if not shutil.which("kcat"):
+        pytest.skip("kcat is not installed (`make system-deps` installs it from Debian)")
+    row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    headers = ["traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "x-correlation-id=kc-1"]
+    kcat_produce(own_broker, "lz4", b"kc-ok\t" + orjson.dumps({"id": "kc-ok", **row}) + b"\n", headers)
+    large = b"{not json" + b" " * 900_000
+    kcat_produce(own_broker, "zstd", b"kc-large\t" + large + b"\n", headers)
+    kcat_produce(own_broker, "snappy", b"kc-after\t" + orjson.dumps({"id": "kc-after", **row}) + b"\n", [])
+    collector = Collector(own_broker, (SETTINGS.predictions_topic, SETTINGS.dlq_topic))
+    collectors.append(collector)
+    worker = Worker(worker_env(registry, own_broker, tmp_path))
+    workers.append(worker)
+    worker.wait_ready()
+    collector.wait_for(
+        lambda: (
+            {"kc-ok", "kc-after"} <= set(prediction_ids(collector))
+            and collector.count(SETTINGS.dlq_topic) >= 1
+        ),
+        "both valid kcat messages scored and the large one dead-lettered",
+        deadline_s=60,
+    )
+    sent = [tuple(h.split("=", 1)) for h in headers]
+    expected = [(name, value.encode()) for name, value in sent]
+    prediction = next(r for r in collector.records[SETTINGS.predictions_topic] if r.key == b"kc-ok")
+    assert list(prediction.headers)[: len(expected)] == expected
+    (dead,) = collector.records[SETTINGS.dlq_topic]
+    assert dead.key == b"kc-large" and dead.value == large, "the large value is copied whole"
+    assert list(dead.headers)[: len(expected)] == expected
+    assert dict(dead.headers)["error"] == b"invalid_json"
+    assert worker.terminate() == 0
