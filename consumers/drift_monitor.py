@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psutil
 
+from consumers.drift_process import CHILD_EXIT_S, DriftProcess
 from ml.drift import Evaluator, evaluate_drift, import_evidently, load_drift_params
-from ml.drift_job import WindowOutcome, WindowTask, lower_priority, run_window, warm_up
+from ml.drift_job import WindowOutcome, WindowTask, run_window
 from ml.drift_reports import DriftWorkspace
 from ml.logs import log_event
 from ml.metrics import Metrics
@@ -38,8 +32,6 @@ from ml.windows import ClosedWindow, WindowBuffer, WindowConfig
 logger = logging.getLogger(__name__)
 
 RESULTS_KEPT = 1000
-CHILD_EXIT_S = 1.0  # how long stop waits for the drift process to exit before killing it
-PID_WAIT_S = 5.0  # how long a new drift process may take to say its pid (spawn + imports)
 
 
 @dataclass(frozen=True)
@@ -55,7 +47,7 @@ class DriftMonitor:
     ``observe`` appends rows under a lock and hands closed windows to a bounded queue without
     waiting; a full queue skips the window (``iris_drift_windows_skipped{reason="backlog"}``).
     One background thread hands each window to one child process (``ProcessPoolExecutor``,
-    one worker, started at ``nice +10``) and waits for it, saves nothing itself and updates the
+    one worker, started at ``nice +10``, :mod:`consumers.drift_process`) and waits for it, saves nothing itself and updates the
     gauges; the stream worker publishes what :meth:`drain_results` returns to ``iris.drift``.
 
     The child is replaced when it dies (OOM kill: the window is skipped, ``reason="evaluator_died"``)
@@ -101,9 +93,7 @@ class DriftMonitor:
         # By default windows are evaluated in one child process (the other core); an injected
         # evaluator (tests) runs in the thread.
         self._use_process = (evaluator is None) if use_process is None else use_process
-        self._executor: ProcessPoolExecutor | None = None
-        self._child_pid: Future[int] | None = None  # the executor's one worker process
-        self._executor_lock = threading.Lock()  # the thread replaces the executor, stop takes it
+        self._child: DriftProcess | None = None
         self._window_job = window_job
 
     # -- called by the stream worker
@@ -112,7 +102,9 @@ class DriftMonitor:
         if self._thread is not None:
             return
         if self._use_process:
-            self._new_executor()
+            self._child = DriftProcess(
+                self._window_job, self.settings.drift_eval_timeout_s, self._skip, self._stopping
+            )
         elif self._evaluate is evaluate_drift:
             import_evidently()  # import here, in the caller's thread, not in the middle of a window
         self._stopping.clear()
@@ -134,11 +126,9 @@ class DriftMonitor:
         thread.join(timeout)
         if thread.is_alive():
             log_event(logger, "drift_monitor_stop_timeout", logging.WARNING, timeout_s=timeout)
-        with self._executor_lock:
-            executor, pid, self._executor, self._child_pid = self._executor, self._child_pid, None, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
-            self._end_child(pid, max(deadline - time.monotonic(), CHILD_EXIT_S))
+        child, self._child = self._child, None
+        if child is not None:
+            child.close(max(deadline - time.monotonic(), CHILD_EXIT_S))
         thread.join(CHILD_EXIT_S)  # a window cut short by the kill: the thread notices and returns
         self._thread = None
 
@@ -180,95 +170,6 @@ class DriftMonitor:
         return self._latest
 
     # -- internals
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        """A fresh one-worker drift process at a lower priority; its pid is asked first."""
-        executor = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
-        )
-        pid = executor.submit(os.getpid)  # answered before any window: known even when one hangs
-        if self._window_job is run_window:
-            executor.submit(warm_up)  # import Evidently there now, not in the first window
-        with self._executor_lock:
-            if self._stopping.is_set() and self._executor is None and self._thread is not None:
-                executor.shutdown(wait=False, cancel_futures=True)  # stop took the old one meanwhile
-            else:
-                self._executor, self._child_pid = executor, pid
-        return executor
-
-    def _replace_executor(self, broken: ProcessPoolExecutor, reason: str) -> None:
-        """Kill what is left of ``broken``'s child and start another (unless stopping)."""
-        with self._executor_lock:
-            pid = self._child_pid if self._executor is broken else None
-        broken.shutdown(wait=False, cancel_futures=True)
-        self._end_child(pid, 0.0)
-        if self._stopping.is_set():
-            return
-        log_event(logger, "drift_process_replaced", logging.WARNING, reason=reason)
-        self._new_executor()
-
-    def _child_alive(self) -> bool:
-        """False when the drift process has answered its pid and is no longer running."""
-        with self._executor_lock:
-            pid = self._child_pid
-        if pid is None or not pid.done() or pid.exception() is not None:
-            return pid is None or not pid.done()  # not started yet: let the pool tell
-        try:  # a zombie until the pool's own thread reaps it: multiprocessing's view lags
-            return bool(psutil.Process(pid.result()).status() != psutil.STATUS_ZOMBIE)
-        except psutil.NoSuchProcess:
-            return False
-
-    @staticmethod
-    def _end_child(pid: Future[int] | None, grace_s: float) -> None:
-        """Wait up to ``grace_s`` for the drift process to exit, then SIGKILL it and reap it."""
-        if pid is None:
-            return
-        try:  # the first thing a new child does; a window that times out may follow it closely
-            child_pid = pid.result(timeout=PID_WAIT_S)
-        except Exception:  # died (or never started) before answering: nothing of ours to end
-            return
-        child = next((p for p in multiprocessing.active_children() if p.pid == child_pid), None)
-        if child is None:
-            return
-        child.join(grace_s)
-        if child.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child_pid, signal.SIGKILL)
-            child.join(CHILD_EXIT_S)
-
-    def _evaluate_in_child(self, window: ClosedWindow, task: WindowTask) -> WindowOutcome | None:
-        """The window's outcome from the drift process, or None when it was skipped (logged)."""
-        for attempt in (1, 2):
-            with self._executor_lock:
-                executor = self._executor
-            if executor is None:  # stopping
-                self._skip(window, "stopped")
-                return None
-            if not self._child_alive():  # died while idle (the pool may not know yet): replace it
-                self._replace_executor(executor, "evaluator_died")
-                continue
-            try:
-                future = executor.submit(self._window_job, task)
-            except BrokenProcessPool:  # died while idle: replace it, this window is not lost
-                self._replace_executor(executor, "evaluator_died")
-                if attempt == 2:
-                    self._skip(window, "evaluator_died")
-                continue
-            except RuntimeError:  # shut down by stop meanwhile
-                self._skip(window, "stopped")
-                return None
-            try:
-                return future.result(timeout=self.settings.drift_eval_timeout_s)
-            except BrokenProcessPool:
-                reason = "stopped" if self._stopping.is_set() else "evaluator_died"
-                self._replace_executor(executor, reason)
-                self._skip(window, reason)
-                return None
-            except FutureTimeout:
-                self._replace_executor(executor, "timeout")
-                self._skip(window, "timeout")
-                return None
-        return None
 
     def _skip(self, window: ClosedWindow, reason: str) -> None:
         self.metrics.drift_windows_skipped.labels(reason=reason).inc()
@@ -325,7 +226,11 @@ class DriftMonitor:
             model_version=model.version,
         )
         if self._use_process:
-            child_outcome = self._evaluate_in_child(window, task)
+            child = self._child
+            if child is None:  # stopped meanwhile
+                self._skip(window, "stopped")
+                return
+            child_outcome = child.evaluate(window, task)
             if child_outcome is None:
                 return
             outcome = child_outcome

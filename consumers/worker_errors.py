@@ -4,11 +4,12 @@ FastStream's consume loop catches what ``AIOKafkaConsumer.getmany`` raises (an
 ``UnsupportedCodecError`` for a codec the process cannot decompress, a ``CorruptRecordException``
 for a bad CRC, other ``KafkaError`` s), logs it in its own words and fetches again 15 s (5 s)
 later; the partition is stuck behind that record batch and nothing else shows it.
-:func:`guard_fetches` wraps the subscriber's ``get_msg`` so that each such failure also
+:func:`guard_fetches` wraps the subscriber's fetch of one batch (a FastStream internal: the
+hook and its version pin are in :mod:`consumers.compat`) so that each such failure also
 
 - counts in ``iris_consumer_errors_total{reason}``;
-- logs ``consumer_error`` naming the topic, partition and offset (read from aiokafka's record
-  unpacking frame: the partition and the first offset of the batch it could not read);
+- logs ``consumer_error`` naming the topic, partition and offset (the first offset of the batch
+  it could not read, from aiokafka's record unpacking frame: :func:`consumers.compat.failed_position`);
 - turns ``/ready`` 503 with the reason, until that partition is read past the offset (or the
   failure, when no partition is known, until the next batch is fetched).
 
@@ -18,11 +19,12 @@ The exception is re-raised: FastStream's own handling (log, pause, fetch again) 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka.errors import ConsumerStoppedError, CorruptRecordException, KafkaError, UnsupportedCodecError
 
+from consumers.compat import Fetch, failed_position, wrap_batch_fetch
 from consumers.worker_http import WorkerState
 from ml.logs import log_event
 
@@ -42,22 +44,6 @@ def reason_of(exc: BaseException) -> str:
     if isinstance(exc, KafkaError):
         return FETCH_ERROR
     return PARSE_ERROR
-
-
-def failed_position(exc: BaseException) -> tuple[str | None, int | None, int | None]:
-    """(topic, partition, offset) of the record batch aiokafka could not unpack, if its frames say."""
-    found: tuple[str | None, int | None, int | None] = (None, None, None)
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame.f_locals
-        tp = frame.get("tp")
-        if tp is not None and hasattr(tp, "partition") and hasattr(tp, "topic"):
-            offset = getattr(frame.get("next_batch"), "base_offset", None)
-            if offset is None:
-                offset = getattr(frame.get("self"), "next_fetch_offset", None)
-            found = (str(tp.topic), int(tp.partition), None if offset is None else int(offset))
-        tb = tb.tb_next
-    return found
 
 
 class ConsumerErrors:
@@ -107,19 +93,22 @@ class ConsumerErrors:
 
 
 def guard_fetches(subscriber: Any, errors: Callable[[], ConsumerErrors]) -> None:
-    """Wrap ``subscriber.get_msg`` (FastStream's fetch of one batch) with :class:`ConsumerErrors`
-    (``errors()`` is called on the first fetch: the worker's state is built late)."""
-    fetch: Callable[[Any], Awaitable[Any]] = subscriber.get_msg
+    """Wrap the subscriber's fetch of one batch with :class:`ConsumerErrors` (``errors()`` is
+    called on the first fetch: the worker's state is built late). The hook is in
+    :mod:`consumers.compat`."""
 
-    async def get_msg(consumer: Any) -> Any:
-        try:
-            records = await fetch(consumer)
-        except ConsumerStoppedError:
-            raise
-        except Exception as exc:
-            errors().record(exc, *failed_position(exc))
-            raise
-        errors().fetched(records or ())
-        return records
+    def guarded(fetch: Fetch) -> Fetch:
+        async def get_msg(consumer: Any) -> Any:
+            try:
+                records = await fetch(consumer)
+            except ConsumerStoppedError:
+                raise
+            except Exception as exc:
+                errors().record(exc, *failed_position(exc))
+                raise
+            errors().fetched(records or ())
+            return records
 
-    subscriber.get_msg = get_msg
+        return get_msg
+
+    wrap_batch_fetch(subscriber, guarded)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 
+from consumers.compat import subscriber_consumer
 from consumers.handler import StreamHandler, StreamItem
 from consumers.kafka_config import build_kafka_config
 from consumers.produce import produce_all
@@ -246,8 +247,9 @@ class WorkerRuntime:
     async def after_startup(self) -> None:
         self.state.connected, self.state.kafka_error = True, None
         self.settle_heap()  # the Kafka clients are long-lived too
-        if self.endpoints.subscriber.consumer is not None:  # commits: at most one per interval
-            self.commits.install(self.endpoints.subscriber.consumer)
+        consumer = subscriber_consumer(self.endpoints.subscriber)
+        if consumer is not None:  # commits: at most one per interval
+            self.commits.install(consumer)
         log_event(
             log,
             "worker_started",

@@ -11,24 +11,20 @@ Kafka's ``node.id``: 1..N. Stop is SIGTERM, a wait, then SIGKILL; the log dirs a
 from __future__ import annotations
 
 import atexit
-import base64
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 from consumers.broker import DEFAULT_PARTITIONS, DEFAULT_TOPICS
 from iris_scorer import kafka_admin
 from iris_scorer.kafka_jars import LOG4J2, KafkaLocalError, KafkaPortInUse, ensure_jars, java_executable
+from iris_scorer.kafka_nodes import Node, accepts, free_port, new_cluster_id, port_is_free
 from ml.errors import BadInputError
 
 #: Lean flags: a small serial-GC heap (the issue allows at most ~512 MB per broker) and C1 only,
@@ -42,56 +38,6 @@ JVM_OPTIONS: tuple[str, ...] = (
     "-XX:+ExitOnOutOfMemoryError",
 )
 TOOL_OPTIONS: tuple[str, ...] = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
-
-
-def new_cluster_id(random: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64, never starting with "-".
-
-    ``kafka-storage format -t -xJ3...`` reads a leading dash as an option, so, like Kafka's own
-    ``Uuid.randomUuid``, draw again when the encoding starts with one.
-    """
-    while True:
-        encoded = base64.urlsafe_b64encode(random().bytes).decode().rstrip("=")
-        if not encoded.startswith("-"):
-            return encoded
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens on ``port``: connections of a stopped broker in TIME_WAIT do not count,
-    as the JVM binds with SO_REUSEADDR (a broker restarted on its own port must pass)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-@dataclass
-class Node:
-    node_id: int
-    port: int
-    controller_port: int
-    home: Path
-    listener_ports: dict[str, int] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def properties(self) -> Path:
-        return self.home / "server.properties"
 
 
 _LIVE: weakref.WeakSet[KafkaCluster] = weakref.WeakSet()
@@ -261,7 +207,7 @@ class KafkaCluster:
         deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
         running = [n for n in self.nodes.values() if n.running]
         for node in running:
-            while not _accepts(node.port):
+            while not accepts(node.port):
                 self.check_alive(node)
                 if time.monotonic() > deadline:
                     tail = self._log_tail(node)
@@ -348,11 +294,3 @@ class KafkaCluster:
     def leader_of(self, topic: str, partition: int) -> int:
         """The node id that leads ``topic``/``partition`` now (-1 when none does)."""
         return kafka_admin.partition_leaders(self._live_bootstrap(), topic)[partition]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from consumers.broker import DEFAULT_PARTITIONS
-from iris_scorer.kafka_cluster import KafkaCluster, Node
+from iris_scorer.kafka_cluster import KafkaCluster
 from iris_scorer.kafka_jars import (
     KafkaLocalError,
     KafkaPortInUse,
@@ -34,6 +34,7 @@ from iris_scorer.kafka_jars import (
     kafka_version,
     local_kafka_unavailable,
 )
+from iris_scorer.kafka_nodes import Node
 from ml.errors import BadInputError, IrisError
 
 __all__ = [

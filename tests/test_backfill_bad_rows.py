@@ -265,9 +265,9 @@ def test_backfill_and_drift_report_number_the_same_bad_rows_alike(registry: Regi
 def test_ragged_rows_go_back_to_their_places_across_read_blocks(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, block_bytes: int, ragged: tuple[int, int]
 ) -> None:
-    from consumers.backfill import readers
+    from consumers.backfill import columns, readers
 
-    monkeypatch.setattr(readers, "READ_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(columns, "READ_BLOCK_BYTES", block_bytes)
     src = ragged_csv(tmp_path / "in.csv", ragged=ragged)
     (file,) = inputs.discover_inputs(str(src))
     tables = list(readers.read_chunks(file, 5))

@@ -1,112 +1,99 @@
-"""The pinned Evidently/pandas pair works as installed: a tripwire for upgrades (issue 13.7, 16.11).
-
-Evidently 0.7.23 imports ``pandas.core.dtypes.common.infer_dtype_from_object``, which pandas 3
-removed, so ``requirements.in`` keeps pandas 2. No shim patches pandas: if an upgrade of either
-side breaks Evidently's import, its UI or its CLI, these tests fail instead of ``evidently ui``.
-"""
+"""consumers.compat holds every use of FastStream's and aiokafka's internals: these tests fail when
+another version of either is installed (re-read the code each hook names, adjust the hook, then
+move the pin in ``WRITTEN_FOR``), and check the structure each hook relies on."""
 
 from __future__ import annotations
 
-import importlib
-import socket
-import subprocess
-import sys
-import time
-import warnings
-from importlib.metadata import version
+import ast
+import importlib.metadata
+import inspect
+import textwrap
 from pathlib import Path
 
-import httpx
 import pytest
-from packaging.requirements import Requirement
+
+from consumers import compat
 
 ROOT = Path(__file__).resolve().parents[1]
-EVIDENTLY_CLI = Path(sys.executable).parent / "evidently"
 
 
-def _lock_pins() -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
-        if "==" in line and not line.startswith("#"):
-            name, pinned = line.split("==", 1)
-            pins[name.strip().lower().replace("_", "-")] = pinned.strip()
-    return pins
-
-
-def test_installed_pair_is_the_locked_pair() -> None:
-    pins = _lock_pins()
-    assert (version("evidently"), version("pandas")) == (pins["evidently"], pins["pandas"])
-
-
-def test_lock_satisfies_the_pandas_constraint_of_requirements_in() -> None:
-    # requirements.in states why pandas is held back; the lock must honour it.
-    lines = (ROOT / "requirements.in").read_text(encoding="utf-8").splitlines()
-    pandas_req = next(
-        Requirement(line) for line in lines if line.startswith("pandas") and "stubs" not in line
+@pytest.mark.parametrize("package", sorted(compat.WRITTEN_FOR))
+def test_the_installed_version_is_the_one_the_hooks_were_written_for(package: str) -> None:
+    installed = importlib.metadata.version(package)
+    assert installed == compat.WRITTEN_FOR[package], (
+        f"{package} {installed} is installed; consumers/compat.py was written for "
+        f"{compat.WRITTEN_FOR[package]}: re-check its hooks against {package} {installed}, then update WRITTEN_FOR"
     )
-    assert pandas_req.specifier, "requirements.in must bound pandas while Evidently needs pandas 2"
-    assert pandas_req.specifier.contains(_lock_pins()["pandas"])
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "evidently.presets",  # DataDriftPreset, what ml.drift runs
-        "evidently.ui.workspace",  # the workspace ml.drift_reports files snapshots in
-        "evidently.ui.service.app",  # the `evidently ui` application
-        "evidently.cli.ui",  # the `evidently ui` command
-        "evidently.legacy.tests.data_integrity_tests",  # the import that pandas 3 broke
-    ],
-)
-def test_evidently_module_imports_without_a_pandas_shim(module: str) -> None:
-    with warnings.catch_warnings():
-        # Deprecation noise of Evidently's own dependencies (litestar, plotly), as in ml.drift;
-        # what this test is for is an ImportError.
-        warnings.simplefilter("ignore")
-        importlib.import_module(module)
+def test_the_pins_in_the_lock_are_the_versions_written_for() -> None:
+    lock = (ROOT / "requirements.lock").read_text() if (ROOT / "requirements.lock").exists() else ""
+    if not lock:
+        pytest.skip("no requirements.lock in this checkout")
+    for package, version in compat.WRITTEN_FOR.items():
+        assert f"{package}=={version}" in lock, f"requirements.lock does not pin {package}=={version}"
 
 
-def test_evidently_ui_help_runs_from_the_venv(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(EVIDENTLY_CLI), "ui", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=180
+def _source(obj: object) -> ast.AST:
+    return ast.parse(textwrap.dedent(inspect.getsource(obj)))  # type: ignore[arg-type]
+
+
+def test_faststream_fetches_a_batch_through_the_subscribers_get_msg() -> None:
+    from faststream.kafka.subscriber.usecase import BatchSubscriber, LogicSubscriber
+
+    loop = _source(LogicSubscriber._run_consume_loop)
+    calls = [n for n in ast.walk(loop) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    assert any(c.func.attr == "get_msg" and ast.unparse(c.func.value) == "self" for c in calls), (  # type: ignore[attr-defined]
+        "FastStream's consume loop no longer calls self.get_msg(consumer): wrap_batch_fetch sees nothing"
     )
-    assert done.returncode == 0, done.stderr
-    assert "--workspace" in done.stdout
+    assert list(inspect.signature(BatchSubscriber.get_msg).parameters) == ["self", "consumer"]
+    assert inspect.iscoroutinefunction(BatchSubscriber.get_msg)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def test_faststream_keeps_the_consumer_it_built_on_the_subscriber() -> None:
+    from faststream.kafka.subscriber.usecase import LogicSubscriber
 
-
-@pytest.mark.slow
-def test_evidently_ui_serves_a_workspace(tmp_path: Path) -> None:
-    workspace, port = tmp_path / "workspace", _free_port()
-    workspace.mkdir()
-    log = (tmp_path / "ui.log").open("w")
-    server = subprocess.Popen(
-        [str(EVIDENTLY_CLI), "ui", "--workspace", str(workspace), "--port", str(port)],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    start = ast.unparse(_source(LogicSubscriber.start))
+    assert "self.consumer = " in start, (
+        "subscriber_consumer() relies on LogicSubscriber.start setting .consumer"
     )
-    try:
-        deadline, status = time.monotonic() + 120, None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        assert status == 200, f"evidently ui gave {status}: {(tmp_path / 'ui.log').read_text()}"
-        projects = httpx.get(f"http://127.0.0.1:{port}/api/projects", timeout=5)
-        assert projects.status_code == 200 and projects.json() == []
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+
+
+def test_aiokafka_unpacks_batches_with_the_locals_failed_position_reads() -> None:
+    from aiokafka.consumer.fetcher import PartitionRecords
+
+    unpack = _source(PartitionRecords._unpack_records)
+    names = {n.id for n in ast.walk(unpack) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    assert {"tp", "next_batch"} <= names
+    text = ast.unparse(unpack)
+    assert "next_batch.base_offset" in text and "self.next_fetch_offset" in text
+
+
+def test_failed_position_reads_the_frame_of_a_real_unpack() -> None:
+    """A real PartitionRecords over a batch that does not decode: the error names its place."""
+    from aiokafka.consumer.fetcher import PartitionRecords
+    from aiokafka.errors import CorruptRecordException
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+    from aiokafka.structs import TopicPartition
+
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1,
+        batch_size=1 << 20,
+    )  # fmt: skip
+    builder.append(0, timestamp=None, key=None, value=b"{}", headers=[])
+    raw = bytearray(builder.build())
+    raw[12 + 4 + 1 + 4 + 4] ^= 0xFF  # a byte inside the CRC-covered part: the CRC check fails
+    records = PartitionRecords(
+        TopicPartition("iris.requests", 3),
+        MemoryRecords(bytes(raw)),
+        [],
+        41,
+        None,
+        None,
+        True,
+        "read_uncommitted",
+    )
+    with pytest.raises(CorruptRecordException) as raised:
+        list(records)
+    assert compat.failed_position(raised.value) == ("iris.requests", 3, 0)

@@ -174,7 +174,7 @@ def test_taken_ports_fall_back_to_free_ones_and_the_addresses_are_printed(regist
 
 
 def test_a_service_that_cannot_start_names_its_log_file(tmp_path: Path) -> None:
-    from iris_scorer.demo import Children, start_service
+    from iris_scorer.children import Children, start_service
     from ml.errors import IrisError
 
     children = Children(tmp_path)

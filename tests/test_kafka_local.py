@@ -19,9 +19,9 @@ from kafka_fixtures import REPO_ROOT, free_port, read_first_line
 
 from consumers.broker import DEFAULT_TOPICS
 from iris_scorer import kafka_local
-from iris_scorer.kafka_cluster import new_cluster_id
 from iris_scorer.kafka_jars import STAMP, cached_lib
 from iris_scorer.kafka_local import KafkaCluster, KafkaLocalError, ensure_jars, local_kafka_unavailable
+from iris_scorer.kafka_nodes import new_cluster_id
 
 UNAVAILABLE = local_kafka_unavailable()
 needs_local_kafka = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no local Kafka: {UNAVAILABLE}")

@@ -210,3 +210,18 @@ print("clean")
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]
+
+
+#: "modules of at most about 300 lines": the largest today is ml/windows.py (337), the one
+#: windowing implementation with its count- and event-time windows kept together
+MODULE_LINES = 340
+
+
+def test_modules_are_at_most_about_300_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for package in ("iris_scorer", "app", "consumers", "ml")
+        for path in (ROOT / package).rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MODULE_LINES
+    }
+    assert not long, f"split these modules by concept: {long}"

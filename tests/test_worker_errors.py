@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import ConsumerStoppedError, CorruptRecordException, UnsupportedCodecError
 
-from consumers.worker_errors import ConsumerErrors, failed_position, guard_fetches
+from consumers.compat import failed_position
+from consumers.worker_errors import ConsumerErrors, guard_fetches
 from consumers.worker_http import WorkerState
 from ml.metrics import Metrics
 

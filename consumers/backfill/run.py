@@ -45,16 +45,15 @@ from consumers.backfill import files as inputs
 from consumers.backfill import readers
 from consumers.backfill.chunks import (
     Chunk,
-    ConstantColumns,
     UnitDone,
     iter_file_chunks,
     iter_topic_chunks,
-    output_schema,
     score_chunk,
     validate,
     with_checks,
 )
 from consumers.backfill.options import BackfillOptions, BackfillSummary, check_options
+from consumers.backfill.output import ConstantColumns, output_schema
 from consumers.backfill.parts import Progress, Workspace, fingerprint
 from consumers.backfill.pipeline import OrderedWriter, prefetch
 from consumers.backfill.sinks import FileSink
@@ -124,7 +123,7 @@ def run_backfill(
 
     publisher = None
     if options.to_topic is not None:
-        from consumers.backfill.topics import TopicPublisher
+        from consumers.backfill.topic_sink import TopicPublisher
 
         publisher = TopicPublisher(settings, options.to_topic)
     out_kind = inputs.output_kind(output) if output is not None and publisher is None else None

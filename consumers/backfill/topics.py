@@ -8,8 +8,9 @@ returns ``None``) are scanned from the beginning and filtered on the record time
 partition stops at its end offset (taken when the run starts) or at its first record after
 ``--end``. The range is ``start <= timestamp <= end`` (either side optional).
 
-aiokafka is asynchronous and the backfill loop is not: both classes own a private event loop and
-run one coroutine at a time on it.
+aiokafka is asynchronous and the backfill loop is not: the reader (and the topic sink,
+:mod:`consumers.backfill.topic_sink`) own a private event loop and run one coroutine at a time
+on it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import pyarrow.compute as pc
 from consumers.backfill.readers import rechunk
 from ml.errors import BadInputError, IrisError
 from ml.logs import log_event
-from ml.messages import decode_batch, encode_predictions
-from ml.predict import Scores, prediction_records
+from ml.messages import decode_batch
 from ml.schema import FEATURES
 from ml.settings import Settings
 
@@ -46,13 +46,13 @@ class TopicError(IrisError):
     code = "kafka_error"
 
 
-def _kafka_config(settings: Settings) -> Any:
+def kafka_config(settings: Settings) -> Any:
     from consumers.kafka_config import build_kafka_config
 
     return build_kafka_config(settings)
 
 
-async def _construct(cls: Any, **options: Any) -> Any:
+async def construct_on_loop(cls: Any, **options: Any) -> Any:
     """aiokafka clients bind to the running loop when they are built: build them on ours."""
     return cls(**options)
 
@@ -88,10 +88,10 @@ def read_topic_range(
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
-    kafka = _kafka_config(settings)
+    kafka = kafka_config(settings)
     loop = asyncio.new_event_loop()
     consumer = loop.run_until_complete(
-        _construct(
+        construct_on_loop(
             AIOKafkaConsumer,
             group_id=None,
             enable_auto_commit=False,
@@ -318,47 +318,3 @@ def messages_table(messages: Sequence[Any], max_bytes: int) -> pa.Table:
     columns["_reason"] = pa.array(reasons, pa.string())
     columns["_ts"] = pa.array([m.timestamp for m in messages], pa.int64())
     return pa.table(columns)
-
-
-class TopicPublisher:
-    """Publishes predictions (the ``iris.predictions`` shape, ``source="backfill"``, key = id)."""
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError
-
-        kafka = _kafka_config(settings)
-        self.topic, self.max_request_size = topic, kafka.max_request_size
-        self.loop = asyncio.new_event_loop()
-        self.producer = self.loop.run_until_complete(
-            _construct(AIOKafkaProducer, **kafka.producer_options(linger_ms=0))
-        )
-        try:
-            self.loop.run_until_complete(self.producer.start())
-        except KafkaError as exc:
-            self.close()
-            raise TopicError(
-                f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
-                f"{type(exc).__name__}."
-            ) from None
-
-    def send(self, ids: Sequence[str], scores: Scores, scored_at: str) -> None:
-        values = encode_predictions(prediction_records(ids, scores, "backfill", scored_at))
-        self.loop.run_until_complete(self._send(ids, values))
-
-    async def _send(self, ids: Sequence[str], values: Sequence[bytes]) -> None:
-        from aiokafka.errors import KafkaError
-
-        from consumers.produce import Outgoing, produce_all
-
-        records = [Outgoing(self.topic, key.encode(), value) for key, value in zip(ids, values, strict=True)]
-        try:
-            await produce_all(self.producer, records, max_request_size=self.max_request_size)
-        except KafkaError as exc:
-            raise TopicError(f"publishing to {self.topic} failed: {type(exc).__name__}: {exc}.") from None
-
-    def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.producer.stop())
-        finally:
-            self.loop.close()
