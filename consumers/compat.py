@@ -17,6 +17,9 @@ structure each hook relies on.
   ``consumer`` attribute, set in ``start``), whose ``commit`` and ``stop`` the worker routes
   through its commit throttle (:mod:`consumers.worker_commits`); FastStream's ack calls
   ``consumer.commit()``.
+- :func:`open_connection`: one connection through ``aiokafka.conn.create_conn`` (undocumented), to
+  learn why the clients could not connect: aiokafka's bootstrap logs the real error (a refused
+  SASL password, an untrusted certificate) and raises only ``KafkaConnectionError``.
 """
 
 from __future__ import annotations
@@ -56,3 +59,31 @@ def subscriber_consumer(subscriber: Any) -> Any | None:
     """The started subscriber's ``AIOKafkaConsumer`` (``None`` before start or in FastStream's
     in-memory test broker, which has none)."""
     return getattr(subscriber, "consumer", None)
+
+
+async def open_connection(host: str, port: int, options: dict[str, Any], timeout_s: float) -> Any:
+    """One aiokafka connection (TLS handshake and SASL authentication included) with the client
+    options of :meth:`consumers.kafka_config.KafkaConfig.client_options`; raises what the
+    handshake or the authentication raised. aiokafka's clients log that error and raise only
+    ``KafkaConnectionError("Unable to bootstrap")``; ``aiokafka.conn.create_conn`` is the
+    undocumented function they connect with."""
+    import asyncio
+
+    from aiokafka.conn import create_conn
+
+    keys = (
+        "ssl_context",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+    )
+    return await asyncio.wait_for(
+        create_conn(
+            host,
+            port,
+            request_timeout_ms=int(timeout_s * 1000),
+            **{k: options[k] for k in keys if k in options},
+        ),
+        timeout_s,
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -51,6 +52,7 @@ class KafkaConfig:
     max_partition_fetch_bytes: int
     event_hubs: bool
     group_instance_id: str | None = None
+    ssl_ca_file: Path | None = None
 
     @property
     def uses_ssl(self) -> bool:
@@ -66,7 +68,7 @@ class KafkaConfig:
             "metadata_max_age_ms": self.metadata_max_age_ms,
         }
         if self.uses_ssl:
-            options["ssl_context"] = ssl.create_default_context()
+            options["ssl_context"] = ssl_context(self.ssl_ca_file)
         if self.sasl_mechanism is not None:
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
@@ -111,7 +113,21 @@ class KafkaConfig:
             "sasl_mechanism": self.sasl_mechanism,
             "event_hubs": self.event_hubs,
             "group_instance_id": self.group_instance_id,
+            "ssl_ca_file": str(self.ssl_ca_file) if self.ssl_ca_file else None,
         }
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify the brokers' certificates and host names against ``ca_file`` (or the system's CAs)."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(
+            f"IRIS_KAFKA_SSL_CA_FILE={ca_file} is not a readable PEM file of CA certificates ({reason})."
+        ) from None
 
 
 def build_kafka_config(settings: Settings) -> KafkaConfig:
@@ -155,6 +171,8 @@ def build_kafka_config(settings: Settings) -> KafkaConfig:
     else:
         username, password = None, None
 
+    if settings.kafka_ssl_ca_file is not None and protocol in ("SSL", "SASL_SSL"):
+        ssl_context(settings.kafka_ssl_ca_file)  # a bad CA file stops start-up, naming the variable
     session_ms = settings.kafka_session_timeout_ms
     if event_hubs:
         request_timeout_ms = max(DEFAULT_REQUEST_TIMEOUT_MS, EVENT_HUBS_MIN_REQUEST_TIMEOUT_MS)
@@ -179,4 +197,5 @@ def build_kafka_config(settings: Settings) -> KafkaConfig:
         max_partition_fetch_bytes=max(1_048_576, min(max_request, 8 * 1_048_576)),
         event_hubs=event_hubs,
         group_instance_id=settings.kafka_group_instance_id,
+        ssl_ca_file=settings.kafka_ssl_ca_file,
     )

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from consumers.kafka_config import build_kafka_config
+from consumers.kafka_connect import explain_connect_failure
 from ml.errors import IrisError
 from ml.schema import FEATURE_MAX, FEATURES
 from ml.settings import Settings
@@ -144,10 +145,7 @@ async def send_messages(
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
-        raise PublishError(
-            f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
-            f"{type(exc).__name__}."
-        ) from None
+        raise PublishError(await explain_connect_failure(kafka, exc)) from None
     bar = _progress(len(messages)) if progress else None
     sent = 0
     try:

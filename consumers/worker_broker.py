@@ -187,8 +187,12 @@ def create_broker(
     @subscriber  # type: ignore[untyped-decorator]
     async def score_requests(requests: StreamRequests, message: KafkaMessage) -> None:
         """Valid requests → predictions, rejected ones → dead letters; then the commit."""
-        await route(message.raw_message, requests)
-        if commits is not None:
-            commits.acked(message.raw_message)
+        try:
+            await route(message.raw_message, requests)
+            if commits is not None:
+                commits.acked(message.raw_message)
+        finally:
+            if commits is not None:
+                commits.done()  # a revoke waiting for this batch may commit and hand over now
 
     return WorkerBroker(broker, subscriber, predictions, dead_letters, drift)

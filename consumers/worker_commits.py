@@ -8,14 +8,16 @@ FastStream's ack makes goes through :class:`CommitThrottle`:
   (:meth:`CommitThrottle.acked`, called by the subscriber once ``route`` returned);
 - FastStream's ``consumer.commit()`` then commits those offsets explicitly, if the last commit
   is at least the interval old (otherwise they wait for the next one);
-- partitions being revoked get their acknowledged offsets committed before they are handed
-  over (:class:`RevokeListener`), and the consumer's ``stop`` commits everything acknowledged
-  first: a stop or a rebalance never re-delivers what was done.
+- partitions being revoked wait for the batch in flight (fetched, not yet acknowledged or failed:
+  :meth:`CommitThrottle.track` sees the fetch) to end, at most ``revoke_wait_s``, then get their
+  acknowledged offsets committed before they are handed over (:class:`RevokeListener`); the
+  consumer's ``stop`` commits everything acknowledged first: a stop or a rebalance never
+  re-delivers what was done, and a clean scale-in scores nothing twice.
 
 A failed batch is rewound by FastStream (``seek`` to its first offsets) and records nothing, so
 what is committed is always below what is acknowledged. Explicit offsets (not the consumer's
 positions) are committed: a revoke that comes while a batch is in flight commits only what was
-acknowledged before it.
+acknowledged before it, or the batch itself once it ends (the revoke waits for it).
 """
 
 from __future__ import annotations
@@ -35,13 +37,62 @@ log = logging.getLogger("consumers.worker")
 Commit = Callable[[dict[TopicPartition, int]], Awaitable[None]]
 
 
+#: How long a revoke waits for the batch in flight: a batch is scored and produced in
+#: milliseconds, so this only bounds a batch stuck on an unreachable broker (its next owner
+#: then re-reads it from the last commit).
+REVOKE_WAIT_S = 10.0
+
+Fetch = Callable[[Any], Awaitable[Any]]
+
+
 class CommitThrottle:
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s, self.clock = interval_s, clock
+    def __init__(
+        self,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        revoke_wait_s: float = REVOKE_WAIT_S,
+    ) -> None:
+        self.interval_s, self.clock, self.revoke_wait_s = interval_s, clock, revoke_wait_s
         self.pending: dict[TopicPartition, int] = {}
         self.commit: Commit | None = None  # the consumer's own commit, once installed
         self._last: float | None = None
         self._later: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None  # set while no fetched batch is being handled
+
+    def _event(self) -> asyncio.Event:
+        if self._idle is None:  # made on the worker's loop, on first use
+            self._idle = asyncio.Event()
+            self._idle.set()
+        return self._idle
+
+    def track(self, fetch: Fetch) -> Fetch:
+        """Wrap the subscriber's fetch of one batch: records returned are in flight until
+        :meth:`done` (or the next fetch, whatever became of them)."""
+
+        async def get_msg(consumer: Any) -> Any:
+            self.done()
+            records = await fetch(consumer)
+            if records:
+                self._event().clear()
+            return records
+
+        return get_msg
+
+    def done(self) -> None:
+        """The batch in flight has ended: acknowledged (after :meth:`acked`) or failed."""
+        self._event().set()
+
+    async def idle(self) -> bool:
+        """Wait (at most ``revoke_wait_s``) until no batch is in flight; False if one still is."""
+        event = self._event()
+        if event.is_set():
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), self.revoke_wait_s)
+        except TimeoutError:
+            return False
+        return True
 
     def acked(self, records: Sequence[Any]) -> None:
         """The outputs of ``records`` are acknowledged: their offsets may be committed."""
@@ -115,6 +166,10 @@ class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
         log_event(log, "partitions_revoked", partitions=_names(revoked))
+        if not await self.throttle.idle():
+            log_event(
+                log, "revoke_batch_still_in_flight", logging.WARNING, wait_s=self.throttle.revoke_wait_s
+            )
         try:
             await self.throttle.flush(revoked)
         except Exception as exc:  # the partitions are gone: their next owner re-reads from the last commit

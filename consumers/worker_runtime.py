@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 
-from consumers.compat import subscriber_consumer
+from consumers.compat import subscriber_consumer, wrap_batch_fetch
 from consumers.handler import StreamHandler, StreamItem
 from consumers.kafka_config import build_kafka_config
+from consumers.kafka_connect import explain_connect_failure
 from consumers.produce import produce_all
 from consumers.worker_background import (
     cancel,
@@ -89,6 +90,7 @@ class WorkerRuntime:
             settings, self.route, on_parse_error=self._parse_failed, commits=self.commits
         )
         guard_fetches(self.endpoints.subscriber, lambda: self.consumer_errors)
+        wrap_batch_fetch(self.endpoints.subscriber, self.commits.track)  # what a revoke waits for
         self.handler: StreamHandler | None = None
         self.producer: AIOKafkaProducer | None = None
         self.drift: Any = None
@@ -213,7 +215,7 @@ class WorkerRuntime:
                 await broker.connect()
             except Exception as exc:
                 backoff_s = min(CONNECT_BACKOFF_MAX_S, 2.0 ** min(attempt - 1, 4))
-                self.state.kafka_error = describe_error(exc)
+                self.state.kafka_error = await explain_connect_failure(self.kafka, exc)
                 log_event(
                     log,
                     "kafka_connect_failed",

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    #: a PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL); unset: the
+    #: system's CAs (what Event Hubs needs)
+    kafka_ssl_ca_file: Path | None = None
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     # Static group membership (KIP-345): a unique, stable name per worker (the pod name in k8s)
     kafka_group_instance_id: str | None = Field(default=None, max_length=249)

@@ -386,3 +386,20 @@ def kafka_cluster(embedded_broker: str) -> Any:
     if _shared_cluster is None:
         pytest.skip(f"needs the local real Kafka: {select_kafka().describe()}")
     return _shared_cluster
+
+
+@contextlib.contextmanager
+def own_real_cluster(nodes: int = 1, **options: Any) -> Iterator[Any]:
+    """A started :class:`KafkaCluster` of this test's own (a 3-node cluster, extra listeners),
+    stopped on the way out; needs the local real Kafka (skips with the reason on other tiers)."""
+    if select_kafka().kind != "real":
+        pytest.skip(f"needs the local real Kafka to start a cluster of its own: {select_kafka().describe()}")
+    from iris_scorer.kafka_local import KafkaCluster
+
+    properties = {**TEST_BROKER_PROPERTIES, **options.pop("extra_properties", {})}
+    cluster = KafkaCluster(nodes, extra_properties=properties, **options)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

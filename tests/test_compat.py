@@ -97,3 +97,20 @@ def test_failed_position_reads_the_frame_of_a_real_unpack() -> None:
     with pytest.raises(CorruptRecordException) as raised:
         list(records)
     assert compat.failed_position(raised.value) == ("iris.requests", 3, 0)
+
+
+def test_aiokafka_connects_through_create_conn_with_the_options_open_connection_passes() -> None:
+    from aiokafka import conn
+
+    parameters = inspect.signature(conn.create_conn).parameters
+    for name in (
+        "ssl_context",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+    ):
+        assert name in parameters, (
+            f"aiokafka.conn.create_conn has no {name}: consumers.compat.open_connection"
+        )
+    assert inspect.iscoroutinefunction(conn.create_conn)

@@ -73,6 +73,49 @@ def test_the_throttle_commits_acked_offsets_once_per_interval_and_on_revoke() ->
     assert commits[0] == {TP0: 3}
 
 
+def test_a_revoke_waits_for_the_batch_in_flight_and_commits_it_before_the_handover() -> None:
+    """Issue 15: the in-flight batch is produced and committed before its partitions are handed
+    over, so its next owner does not score it again (a clean scale-in has no duplicates)."""
+    throttle = CommitThrottle(60.0)
+    commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+
+    throttle.commit = commit
+
+    async def fetch(consumer: Any) -> Any:
+        return _records(1, 7, 8, 9)
+
+    async def run() -> None:
+        get_msg = throttle.track(fetch)
+        batch = await get_msg(None)  # fetched: in flight from here
+        revoke = asyncio.ensure_future(RevokeListener(throttle).on_partitions_revoked([TP0, TP1]))
+        await asyncio.sleep(0.05)
+        assert not revoke.done(), "the revoke waits while the batch is being scored"
+        throttle.acked(batch)  # its outputs are acknowledged
+        throttle.done()
+        await asyncio.wait_for(revoke, 5)
+        assert commits == [{TP1: 10}], "the in-flight batch is committed by the revoke"
+        # nothing in flight: a revoke does not wait
+        await asyncio.wait_for(RevokeListener(throttle).on_partitions_revoked([TP0]), 1)
+
+    asyncio.run(run())
+
+
+def test_a_revoke_does_not_wait_for_ever_for_a_batch_that_never_ends() -> None:
+    throttle = CommitThrottle(60.0, revoke_wait_s=0.2)
+
+    async def fetch(consumer: Any) -> Any:
+        return _records(0, 1)
+
+    async def run() -> None:
+        await throttle.track(fetch)(None)
+        await asyncio.wait_for(RevokeListener(throttle).on_partitions_revoked([TP0]), 2)
+
+    asyncio.run(run())
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_many_small_batches_commit_at_most_once_per_interval(

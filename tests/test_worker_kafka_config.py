@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+from pathlib import Path
+
 import pytest
 
 from consumers.kafka_config import build_kafka_config
@@ -104,3 +107,41 @@ def test_a_blank_instance_id_is_unset_and_a_bad_one_is_refused() -> None:
     assert Settings(kafka_group_instance_id="  ").kafka_group_instance_id is None
     with pytest.raises(ValueError, match="kafka_group_instance_id"):
         Settings(kafka_group_instance_id="x" * 250)
+
+
+def test_a_private_ca_file_is_used_for_tls_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    """IRIS_KAFKA_SSL_CA_FILE: a Kafka behind a private CA (Event Hubs needs none: public CAs)."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iris test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    config = build_kafka_config(Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=pem))
+    context = config.client_options()["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert any(c.get("subject") == ((("commonName", "iris test CA"),),) for c in context.get_ca_certs())
+    assert "ssl_context" not in build_kafka_config(Settings(kafka_ssl_ca_file=pem)).client_options()
+    for bad in (tmp_path / "missing.pem", tmp_path):
+        with pytest.raises(SettingsError, match="IRIS_KAFKA_SSL_CA_FILE"):
+            build_kafka_config(Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=bad))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(SettingsError, match=r"IRIS_KAFKA_SSL_CA_FILE.*junk\.pem"):
+        build_kafka_config(Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=tmp_path / "junk.pem"))

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 from consumers.backfill.topics import TopicError, construct_on_loop, kafka_config
+from consumers.kafka_connect import explain_connect_failure
 from ml.messages import encode_predictions
 from ml.predict import Scores, prediction_records
 from ml.settings import Settings
@@ -31,11 +32,9 @@ class TopicPublisher:
         try:
             self.loop.run_until_complete(self.producer.start())
         except KafkaError as exc:
+            reason = self.loop.run_until_complete(explain_connect_failure(kafka, exc))
             self.close()
-            raise TopicError(
-                f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
-                f"{type(exc).__name__}."
-            ) from None
+            raise TopicError(reason) from None
 
     def send(self, ids: Sequence[str], scores: Scores, scored_at: str) -> None:
         values = encode_predictions(prediction_records(ids, scores, "backfill", scored_at))

@@ -106,10 +106,9 @@ def read_topic_range(
             loop.run_until_complete(consumer.start())
             partitions = loop.run_until_complete(_partition_ids(kafka, topic))
         except (KafkaError, TimeoutError) as exc:
-            raise TopicError(
-                f"cannot reach the Kafka broker at {kafka.bootstrap_servers} (IRIS_KAFKA_BOOTSTRAP_SERVERS): "
-                f"{type(exc).__name__}."
-            ) from None
+            from consumers.kafka_connect import explain_connect_failure
+
+            raise TopicError(loop.run_until_complete(explain_connect_failure(kafka, exc))) from None
         if not partitions:
             raise BadInputError(f"topic {topic} does not exist on {kafka.bootstrap_servers}.")
         tps = [TopicPartition(topic, p) for p in partitions]
