@@ -58,12 +58,15 @@ def keyed_messages(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
 
 
 def first_seen_out_of_order(records: list[Any]) -> list[str]:
-    """Keys whose requests were first scored out of their order (by the prediction's timestamp)."""
-    first: dict[str, dict[int, int]] = defaultdict(dict)
+    """Keys whose requests were first scored out of their order. A prediction's ``scored_at`` is
+    its batch's scoring time (ms): along each key's requests it must not go back. (The records'
+    own timestamps cannot tell: one batch is produced partition by partition of the output.)"""
+    first: dict[str, dict[int, str]] = defaultdict(dict)
     for record in records:
         key, n = ID.match(record.key.decode()).groups()  # type: ignore[union-attr]
+        at = orjson.loads(record.value)["scored_at"]
         seen = first[key]
-        seen[int(n)] = min(seen.get(int(n), record.timestamp), record.timestamp)
+        seen[int(n)] = min(seen.get(int(n), at), at)
     bad = []
     for key, seen in first.items():
         stamps = [seen[n] for n in sorted(seen)]
