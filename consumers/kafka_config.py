@@ -55,6 +55,11 @@ class KafkaConfig:
     ssl_ca_file: Path | None = None
 
     @property
+    def bootstrap_list(self) -> list[str]:
+        """The bootstrap addresses one by one: FastStream takes a string as a single address."""
+        return [address.strip() for address in self.bootstrap_servers.split(",") if address.strip()]
+
+    @property
     def uses_ssl(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 

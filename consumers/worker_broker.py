@@ -112,12 +112,13 @@ def create_broker(
     kafka = build_kafka_config(settings)
     producer = kafka.producer_options(linger_ms=0)
     broker = KafkaBroker(
-        kafka.bootstrap_servers,
+        kafka.bootstrap_list,
         request_timeout_ms=kafka.request_timeout_ms,
         metadata_max_age_ms=kafka.metadata_max_age_ms,
         connections_max_idle_ms=kafka.connections_max_idle_ms,
         security=_security(kafka),
         acks=producer["acks"],
+        enable_idempotence=producer["enable_idempotence"],
         max_request_size=producer["max_request_size"],
         max_batch_size=producer["max_batch_size"],
         allow_auto_create_topics=False,

@@ -288,3 +288,16 @@ def test_after_batch_runs_once_the_outputs_are_acknowledged(tiny_model: LoadedMo
     asyncio.run(runtime.route(batch, decode_requests(batch, SETTINGS.max_message_bytes)))
     assert seen == [1]
     assert runtime.state.counts == {"predictions": 1, "rejected": 0, "batches": 1}
+
+
+def test_the_broker_gets_every_bootstrap_address_and_an_idempotent_producer(tiny_model: LoadedModel) -> None:
+    """FastStream takes a string as one address: a multi-broker bootstrap must reach it as a list
+    (else the worker cannot connect to a cluster given as ``a:9092,b:9092``); the worker's
+    producer is idempotent on Apache Kafka like every other producer of ours."""
+    settings = load_settings(
+        environ={"IRIS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9101, 127.0.0.1:9102,127.0.0.1:9103"}
+    )
+    handler, _ = make_handler(tiny_model, Capture())
+    options = create_broker(settings, _route(handler)).broker._connection_kwargs
+    assert options["bootstrap_servers"] == ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]
+    assert options["enable_idempotence"] is True and options["acks"] == "all"
