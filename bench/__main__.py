@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--quick", action="store_true", help="3 repeats, small sizes (default)")
     size.add_argument("--full", action="store_true", help="5 repeats, large sizes")
     parser.add_argument(
-        "--only", default="rest,stream,backfill", help="comma-separated: rest,stream,drift,backfill"
+        "--only",
+        default="rest,stream,stream_real,backfill",
+        help="comma-separated: rest,stream,drift,stream_real,backfill (stream_real: on a local Apache Kafka)",
     )
     args = parser.parse_args(argv)
     mode = scenarios.FULL if args.full else scenarios.QUICK
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["scenarios"].append(stream_result.to_json())
             if "drift" in only:
                 report["scenarios"].append(drift_result.to_json())
+        if "stream_real" in only:
+            print("scenario stream on real Kafka (+ exactly-once)", flush=True)
+            from bench.stream_real import stream_real_kafka
+
+            report["scenarios"].append(stream_real_kafka(mode, registry).to_json())
         if "backfill" in only:
             print("scenario backfill", flush=True)
             report["scenarios"].append(scenarios.backfill(mode, registry).to_json())

@@ -22,7 +22,16 @@ from ml.schema import Record, to_matrix
 if TYPE_CHECKING:  # ml.predict imports scikit-learn and MLflow: not at this module's import
     from ml.predict import Scorer
 
-__all__ = ["Outgoing", "RawMessage", "Sink", "StreamHandler", "StreamItem", "decode_requests", "dlq_record"]
+__all__ = [
+    "Outgoing",
+    "RawMessage",
+    "Sink",
+    "SourcedSink",
+    "StreamHandler",
+    "StreamItem",
+    "decode_requests",
+    "dlq_record",
+]
 
 SOURCE = "stream"
 
@@ -43,6 +52,9 @@ class RawMessage(Protocol):
 
 
 Sink = Callable[[Sequence[Outgoing]], Awaitable[None]]
+#: A sink told which consumed record each output answers (its index in the batch): the
+#: exactly-once sink commits each input partition's outputs with its offsets.
+SourcedSink = Callable[[Sequence[Outgoing], Sequence[int]], Awaitable[None]]
 
 #: Room kept free in every record below the producer's ``max_request_size``: the request's and
 #: record batch's framing, which :func:`consumers.produce.record_size` only estimates.
@@ -163,13 +175,19 @@ class StreamHandler:
         self._dlq_counters: dict[str, Any] = {}
 
     async def handle(
-        self, batch: Sequence[RawMessage], items: Sequence[StreamItem] | None = None
+        self,
+        batch: Sequence[RawMessage],
+        items: Sequence[StreamItem] | None = None,
+        *,
+        sink: SourcedSink | None = None,
     ) -> tuple[int, int]:
         """Score the valid messages of ``batch`` in one call and wait until every output is acked.
 
         ``items`` are the batch's decoded requests (the subscriber's decoder), decoded here when
-        not given. Returns (predictions, rejected). Raises if scoring or producing fails: nothing
-        is then acknowledged and the batch will be consumed again.
+        not given. The outputs go to ``sink`` when given (with the index in ``batch`` of the
+        record each answers), else to :attr:`sink`. Returns (predictions, rejected). Raises if
+        scoring or producing fails: nothing is then acknowledged and the batch will be consumed
+        again.
         """
         if items is None:
             items = decode_requests(batch, self.max_message_bytes)
@@ -178,6 +196,7 @@ class StreamHandler:
         outgoing = [dlq_record(self.dlq_topic, batch[r.idx], r, limit) for r in bad]
         good = [index for index, item in enumerate(items) if type(item) is Record]
         scored: Any = None
+        ids: list[str | None] = []
         if good:
             from ml.predict import prediction_records, score
 
@@ -195,7 +214,12 @@ class StreamHandler:
                 for index, i, v in zip(good, ids, values, strict=True)
                 if i
             )
-        await self.sink(outgoing)
+        if sink is None:
+            await self.sink(outgoing)
+        else:
+            await sink(
+                outgoing, [r.idx for r in bad] + [index for index, i in zip(good, ids, strict=True) if i]
+            )
         # Counted and observed once the outputs are acknowledged: a batch whose produce fails is
         # consumed and scored again, and must not count (or enter a drift window) twice.
         if scored is not None:

@@ -3,7 +3,8 @@
 :func:`build_kafka_config` checks the security settings and, for an Azure Event Hubs namespace
 (``settings.is_event_hubs``), applies its constraints: SASL_SSL with PLAIN, idle and metadata
 timeouts of 180 s (Event Hubs closes idle connections after 240 s), request timeout of at least
-60 s, requests of at most 1,000,000 bytes and no transactions. A setting that contradicts them
+60 s, requests of at most 1,000,000 bytes and no transactions (``IRIS_DELIVERY=exactly_once`` is
+refused there). A setting that contradicts them
 stops start-up with a :class:`~ml.errors.SettingsError` naming the variable.
 
 The password stays a ``SecretStr`` until a client is built; the config's repr never shows it.
@@ -32,6 +33,8 @@ DEFAULT_IDLE_MS = 540_000
 DEFAULT_METADATA_MAX_AGE_MS = 300_000
 # Room for the key, headers and record overhead around a DLQ copy of a maximal message.
 REQUEST_OVERHEAD_BYTES = 64 * 1024
+#: A transaction open longer than this is aborted by the broker (a batch takes milliseconds).
+TRANSACTION_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class KafkaConfig:
     event_hubs: bool
     group_instance_id: str | None = None
     ssl_ca_file: Path | None = None
+    exactly_once: bool = False
 
     @property
     def bootstrap_list(self) -> list[str]:
@@ -95,6 +99,14 @@ class KafkaConfig:
             "max_batch_size": 256 * 1024 if not self.event_hubs else 128 * 1024,
         }
 
+    def transactional_producer_options(self, transactional_id: str) -> dict[str, Any]:
+        """A transactional ``AIOKafkaProducer`` (exactly-once delivery; never on Event Hubs)."""
+        return {
+            **self.producer_options(linger_ms=0),
+            "transactional_id": transactional_id,
+            "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
+        }
+
     def consumer_options(self) -> dict[str, Any]:
         """Consumer-only options (FastStream subscriber or ``AIOKafkaConsumer``): manual commits;
         static membership when ``group_instance_id`` is set (such a member does not leave the
@@ -108,6 +120,8 @@ class KafkaConfig:
         }
         if self.group_instance_id is not None:
             options["group_instance_id"] = self.group_instance_id
+        if self.exactly_once:  # requests written in transactions count once committed
+            options["isolation_level"] = "read_committed"
         return options
 
     def describe(self) -> dict[str, Any]:
@@ -118,6 +132,7 @@ class KafkaConfig:
             "sasl_mechanism": self.sasl_mechanism,
             "event_hubs": self.event_hubs,
             "group_instance_id": self.group_instance_id,
+            "delivery": "exactly_once" if self.exactly_once else "at_least_once",
             "ssl_ca_file": str(self.ssl_ca_file) if self.ssl_ca_file else None,
         }
 
@@ -150,6 +165,13 @@ def build_kafka_config(settings: Settings) -> KafkaConfig:
         if mechanism not in (None, "PLAIN"):
             raise SettingsError(
                 f"IRIS_KAFKA_SASL_MECHANISM must be PLAIN for Azure Event Hubs, got {mechanism}."
+            )
+        if settings.delivery == "exactly_once":
+            raise SettingsError(
+                "IRIS_DELIVERY=exactly_once needs Kafka transactions, which Azure Event Hubs Standard "
+                "does not offer (a transactional producer is refused there): use IRIS_DELIVERY=at_least_once "
+                "with Event Hubs, and make the consumers of the predictions tolerate a re-scored batch "
+                "(a prediction's key is its request id)."
             )
         if settings.max_message_bytes > EVENT_HUBS_MAX_REQUEST_BYTES:
             raise SettingsError(
@@ -203,4 +225,5 @@ def build_kafka_config(settings: Settings) -> KafkaConfig:
         event_hubs=event_hubs,
         group_instance_id=settings.kafka_group_instance_id,
         ssl_ca_file=settings.kafka_ssl_ca_file,
+        exactly_once=settings.delivery == "exactly_once",
     )

@@ -40,6 +40,7 @@ from consumers.handler import StreamItem, decode_requests
 from consumers.kafka_config import KafkaConfig, build_kafka_config
 from consumers.worker_commits import CommitThrottle, RevokeListener
 from consumers.worker_contract import DriftMessageModel, StreamRequestModel
+from consumers.worker_transactions import TransactionalOutputs
 from ml.schema import PredictionModel
 from ml.settings import Settings
 
@@ -104,11 +105,13 @@ def create_broker(
     *,
     on_parse_error: Callable[[BaseException, Batch], None] | None = None,
     commits: CommitThrottle | None = None,
+    transactions: TransactionalOutputs | None = None,
 ) -> WorkerBroker:
     """The worker's broker, subscriber and publishers; nothing connects until ``start()``.
     ``on_parse_error`` is told of a batch FastStream's parser refuses (it is then retried);
     ``commits`` records each acknowledged batch and commits revoked partitions
-    (:mod:`consumers.worker_commits`)."""
+    (:mod:`consumers.worker_commits`); ``transactions`` (exactly-once mode) is told of assigned
+    and revoked partitions (:mod:`consumers.worker_transactions`)."""
     kafka = build_kafka_config(settings)
     producer = kafka.producer_options(linger_ms=0)
     broker = KafkaBroker(
@@ -151,14 +154,19 @@ def create_broker(
         batch_timeout_ms=settings.batch_max_wait_ms,
         fetch_max_wait_ms=max(10, min(500, settings.batch_max_wait_ms)),
         ack_policy=AckPolicy.NACK_ON_ERROR,  # commit when every output is acked; else rewind
-        listener=RevokeListener(commits) if commits is not None else None,
+        listener=RevokeListener(commits, transactions) if commits is not None else None,
         parser=guarded_parse,
         decoder=decode,
         title=f"{settings.requests_topic}:score",
         description=(
             "Scoring requests, consumed in batches. Valid ones are scored and published to "
             f"{settings.predictions_topic}; bad ones go unchanged to {settings.dlq_topic}. "
-            "Offsets are committed after both are acknowledged (at-least-once)."
+            + (
+                "Each partition's outputs and next offset are committed in one Kafka transaction "
+                "(exactly-once: read the outputs with isolation_level=read_committed)."
+                if settings.delivery == "exactly_once"
+                else "Offsets are committed after both are acknowledged (at-least-once)."
+            )
         ),
         **consumer,
     )

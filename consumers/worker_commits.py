@@ -26,11 +26,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from ml.logs import log_event
+
+if TYPE_CHECKING:
+    from consumers.worker_transactions import TransactionalOutputs
 
 log = logging.getLogger("consumers.worker")
 
@@ -52,8 +55,11 @@ class CommitThrottle:
         clock: Callable[[], float] = time.monotonic,
         *,
         revoke_wait_s: float = REVOKE_WAIT_S,
+        record_acks: bool = True,
     ) -> None:
         self.interval_s, self.clock, self.revoke_wait_s = interval_s, clock, revoke_wait_s
+        #: False in exactly-once mode: the offsets are committed in each batch's transactions
+        self.record_acks = record_acks
         self.pending: dict[TopicPartition, int] = {}
         self.commit: Commit | None = None  # the consumer's own commit, once installed
         self._last: float | None = None
@@ -96,6 +102,8 @@ class CommitThrottle:
 
     def acked(self, records: Sequence[Any]) -> None:
         """The outputs of ``records`` are acknowledged: their offsets may be committed."""
+        if not self.record_acks:
+            return
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             if record.offset + 1 > self.pending.get(tp, -1):
@@ -158,10 +166,12 @@ class CommitThrottle:
 
 
 class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commit the acknowledged offsets of partitions before they are handed over."""
+    """Commit the acknowledged offsets of partitions before they are handed over; in exactly-once
+    mode, stop their transactional producers then, and fence the previous owners of assigned
+    partitions before reading them (:class:`~consumers.worker_transactions.TransactionalOutputs`)."""
 
-    def __init__(self, throttle: CommitThrottle) -> None:
-        self.throttle = throttle
+    def __init__(self, throttle: CommitThrottle, transactions: TransactionalOutputs | None = None) -> None:
+        self.throttle, self.transactions = throttle, transactions
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
@@ -176,9 +186,19 @@ class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             log_event(log, "commit_on_revoke_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
         for tp in revoked:
             self.throttle.pending.pop(tp, None)
+        if self.transactions is not None:
+            await self.transactions.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
         log_event(log, "partitions_assigned", partitions=_names(assigned))
+        if self.transactions is not None:
+            try:
+                await self.transactions.assigned(assigned)
+            except Exception as exc:  # each batch starts a missing producer again
+                log_event(
+                    log, "transactions_not_ready", logging.WARNING, error=f"{type(exc).__name__}: {exc}"
+                )
 
 
 def _names(partitions: Iterable[TopicPartition]) -> str:

@@ -45,6 +45,7 @@ from consumers.worker_broker import Batch, create_broker
 from consumers.worker_commits import CommitThrottle
 from consumers.worker_errors import ConsumerErrors, guard_fetches
 from consumers.worker_http import WorkerState, bind_http, create_http_app, http_server
+from consumers.worker_transactions import TransactionalOutputs
 from ml.logs import configure_logging, log_event
 from ml.metrics import Metrics
 from ml.settings import Settings
@@ -85,9 +86,25 @@ class WorkerRuntime:
         self.settle_heap, self.after_batch = settle_heap, after_batch
         self.kafka = build_kafka_config(settings)
         self.metrics = Metrics()
-        self.commits = CommitThrottle(settings.commit_interval_ms / 1000)
+        self.commits = CommitThrottle(
+            settings.commit_interval_ms / 1000, record_acks=not self.kafka.exactly_once
+        )
+        self.transactions = (
+            TransactionalOutputs(
+                self.kafka,
+                settings.consumer_group,
+                lambda: subscriber_consumer(self.endpoints.subscriber),
+                on_outcome=self._transaction_outcome,
+            )
+            if self.kafka.exactly_once
+            else None
+        )
         self.endpoints = create_broker(
-            settings, self.route, on_parse_error=self._parse_failed, commits=self.commits
+            settings,
+            self.route,
+            on_parse_error=self._parse_failed,
+            commits=self.commits,
+            transactions=self.transactions,
         )
         guard_fetches(self.endpoints.subscriber, lambda: self.consumer_errors)
         wrap_batch_fetch(self.endpoints.subscriber, self.commits.track)  # what a revoke waits for
@@ -138,7 +155,19 @@ class WorkerRuntime:
         try:
             if handler is None:
                 raise RuntimeError("the worker is not connected yet")
-            predicted, rejected = await handler.handle(batch, items)
+            if self.transactions is None:
+                predicted, rejected = await handler.handle(batch, items)
+            else:  # each partition's outputs and offsets in one transaction
+                unseen = self.transactions.unseen(batch)
+                if unseen is not None:  # a rewound batch: its committed part is done
+                    batch, items = unseen, None  # type: ignore[assignment]
+                predicted, rejected = (
+                    await handler.handle(
+                        batch, items, sink=functools.partial(self.transactions.produce, batch)
+                    )
+                    if batch
+                    else (0, 0)
+                )
             if self.after_batch is not None:
                 await self.after_batch()
         except Exception as exc:
@@ -148,6 +177,9 @@ class WorkerRuntime:
         self.state.counts["predictions"] += predicted
         self.state.counts["rejected"] += rejected
         self.state.counts["batches"] += 1
+
+    def _transaction_outcome(self, outcome: str) -> None:
+        self.metrics.kafka_transactions.labels(outcome=outcome).inc()
 
     async def _produce(self, outgoing: Sequence[Any]) -> None:
         assert self.producer is not None
@@ -190,6 +222,8 @@ class WorkerRuntime:
             await self._finish_drift(publish=False)  # stopped before connecting
             if self.producer is not None:
                 await self.producer.stop()
+            if self.transactions is not None:
+                await self.transactions.close()
             watch_task.cancel()
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):

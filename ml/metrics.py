@@ -52,6 +52,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.kafka_transactions = Counter(
+            "iris_kafka_transactions",
+            "Exactly-once delivery: Kafka transactions by outcome (committed, aborted, fenced).",
+            ["outcome"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "iris_model_info", "Loaded model (=1).", ["name", "version", "alias"], registry=r
         )

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=500, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=200, ge=0, le=60_000)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # at_least_once: outputs, then the offsets (a crash re-scores up to a batch); exactly_once:
+    # each batch's outputs and offsets in one Kafka transaction (read outputs with read_committed)
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     # At most one offset commit per interval (Event Hubs allows 4 commits/s/partition); 0: every batch
     commit_interval_ms: int = Field(default=500, ge=0, le=600_000)
 

@@ -137,8 +137,10 @@ def worker_env(registry: Any, bootstrap: str, tmp_path: Path, **extra: str) -> d
 class Collector:
     """Reads topics from the beginning in a background thread, keeping every record."""
 
-    def __init__(self, bootstrap: str, topics: tuple[str, ...]) -> None:
-        self.bootstrap, self.topics = bootstrap, topics
+    def __init__(
+        self, bootstrap: str, topics: tuple[str, ...], *, isolation_level: str = "read_uncommitted"
+    ) -> None:
+        self.bootstrap, self.topics, self.isolation_level = bootstrap, topics, isolation_level
         self.records: dict[str, list[Any]] = {t: [] for t in topics}
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -152,7 +154,9 @@ class Collector:
             self._error = exc
 
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level=self.isolation_level
+        )
         await consumer.start()
         try:
             partitions = [

@@ -145,3 +145,29 @@ def test_a_private_ca_file_is_used_for_tls_and_a_bad_one_is_named(tmp_path: Path
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(SettingsError, match=r"IRIS_KAFKA_SSL_CA_FILE.*junk\.pem"):
         build_kafka_config(Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=tmp_path / "junk.pem"))
+
+
+def test_exactly_once_is_off_by_default_and_reads_committed_when_on() -> None:
+    assert Settings().delivery == "at_least_once"
+    assert "isolation_level" not in build_kafka_config(Settings()).consumer_options()
+    config = build_kafka_config(Settings(delivery="exactly_once"))
+    assert config.exactly_once and config.consumer_options()["isolation_level"] == "read_committed"
+    producer = config.transactional_producer_options("iris-scorer.iris.requests.3")
+    assert producer["transactional_id"] == "iris-scorer.iris.requests.3"
+    assert producer["enable_idempotence"] is True and producer["acks"] == "all"
+    with pytest.raises(ValueError, match="delivery"):
+        Settings(delivery="exactly-once")
+
+
+def test_exactly_once_is_refused_on_event_hubs_with_the_reason() -> None:
+    with pytest.raises(SettingsError, match="IRIS_DELIVERY=exactly_once") as refused:
+        build_kafka_config(
+            Settings(
+                kafka_bootstrap_servers=EVENT_HUBS,
+                kafka_security_protocol="SASL_SSL",
+                kafka_sasl_password=SECRET,
+                delivery="exactly_once",
+            )
+        )
+    assert "transactions" in str(refused.value) and "at_least_once" in str(refused.value)
+    assert SECRET not in str(refused.value)
