@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools system-deps demo test lint typecheck unit bench bench-full train lock clean kafka
+.PHONY: install tools system-deps demo test lint typecheck unit bench bench-full train lock clean kafka keda-scaler
 
 install: $(STAMP)
 
@@ -67,6 +67,14 @@ test: install tools lint typecheck
 
 unit: install
 	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+# KEDA's own Kafka scaler (its Go module, v2.20.2), for tests/test_keda_lag.py's cross-check;
+# the first build fetches ~2 GB of Go modules, so it is not part of `make test`.
+KEDA_SCALER := .cache/keda/keda-kafka-lag
+keda-scaler: $(KEDA_SCALER)
+$(KEDA_SCALER): tools/keda-kafka-lag/go.mod tools/keda-kafka-lag/go.sum tools/keda-kafka-lag/main.go
+	mkdir -p $(dir $(KEDA_SCALER))
+	cd tools/keda-kafka-lag && go build -trimpath -o $(CURDIR)/$(KEDA_SCALER) .
 
 bench: install
 	$(BIN)/python -m bench --quick

@@ -142,3 +142,89 @@ def test_keda_wants_more_replicas_under_a_backlog_and_the_minimum_once_it_drains
     assert seen[-1] == trigger.min_replicas
     assert seen == sorted(seen, reverse=True), f"the wanted replicas only fall while it drains: {seen}"
     assert worker.terminate() == 0
+
+
+# ------------------------------------------------------------------ KEDA's own scaler
+
+KEDA_SCALER = REPO_ROOT / ".cache" / "keda" / "keda-kafka-lag"
+
+
+def keda_says(metadata: dict[str, str]) -> dict[str, Any]:
+    """What KEDA's own Kafka scaler (tools/keda-kafka-lag, built from KEDA's Go module) reports."""
+    import json
+    import subprocess
+
+    shown = subprocess.run(
+        [str(KEDA_SCALER), *(f"{k}={v}" for k, v in metadata.items())],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+async def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.real_kafka
+def test_kedas_own_kafka_scaler_agrees_with_our_reading_of_its_rules(embedded_broker: str) -> None:
+    """KEDA's scaler, built from its Go module (``make keda-scaler``), run with the committed
+    ScaledObject's trigger metadata against the test cluster: its lag metric and activity match
+    :mod:`consumers.keda_lag` with no commits, partial commits and full commits, under both reset
+    policies and with idle consumers allowed or not."""
+    if not KEDA_SCALER.is_file():
+        pytest.skip(
+            f"KEDA's scaler is not built: run `make keda-scaler` (Go, ~2 GB of modules) for {KEDA_SCALER}"
+        )
+    manifest = scaled_object()
+    (trigger_spec,) = (t for t in manifest["spec"]["triggers"] if t["type"] == "kafka")
+    partitions = 4
+    suffix, topics, _ = private_topics(embedded_broker, partitions)
+    group = f"iris-keda-own-{suffix}"
+    publish(embedded_broker, sample_messages(6000, seed=29), requests_topic=topics["requests"])
+    tps = [TopicPartition(topics["requests"], p) for p in range(partitions)]
+    readings: list[str] = []
+    for stage in ("none", "partial", "all"):
+        committed, ends = asyncio.run(_group_offsets(embedded_broker, group, topics["requests"], partitions))
+        if stage == "partial":
+            asyncio.run(_commit(embedded_broker, group, {tps[0]: ends[0], tps[1]: ends[1] // 2}))
+        elif stage == "all":
+            asyncio.run(_commit(embedded_broker, group, {tp: ends[tp.partition] for tp in tps}))
+        committed, ends = asyncio.run(_group_offsets(embedded_broker, group, topics["requests"], partitions))
+        for variant in (
+            {},
+            {"offsetResetPolicy": "latest"},
+            {"allowIdleConsumers": "true"},
+            {"lagThreshold": "500"},
+        ):
+            metadata = {
+                **{k: str(v) for k, v in trigger_spec["metadata"].items()},
+                "bootstrapServers": embedded_broker.split(",")[0],
+                "consumerGroup": group,
+                "topic": topics["requests"],
+                **variant,
+            }
+            trigger = KedaTrigger.from_scaled_object(
+                {"spec": {**manifest["spec"], "triggers": [{"type": "kafka", "metadata": metadata}]}}
+            )
+            ours = total_lag(committed, ends, trigger)
+            keda = keda_says(metadata)
+            assert keda["lag"] == ours, f"{stage} {variant}: KEDA {keda}, ours {ours} ({committed}, {ends})"
+            assert keda["active"] == (ours > trigger.activation_lag_threshold), (stage, variant, keda)
+            assert keda["target"] == trigger.lag_threshold
+            readings.append(f"{stage}{variant or ''}: {keda['lag']}{' active' if keda['active'] else ''}")
+    print(
+        f"\nKEDA's own scaler and consumers/keda_lag.py agree on {len(readings)} readings: "
+        + "; ".join(readings)
+    )
