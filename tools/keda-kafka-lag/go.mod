@@ -22,10 +22,7 @@ replace (
 	sigs.k8s.io/controller-runtime => sigs.k8s.io/controller-runtime v0.23.3
 )
 
-require (
-	github.com/go-logr/logr v1.4.3
-	github.com/kedacore/keda/v2 v2.20.2
-)
+require github.com/kedacore/keda/v2 v2.20.2
 
 require (
 	cel.dev/expr v0.25.1 // indirect
@@ -116,6 +113,7 @@ require (
 	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/go-kivik/couchdb/v3 v3.4.1 // indirect
 	github.com/go-kivik/kivik/v3 v3.2.4 // indirect
+	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/go-openapi/jsonpointer v0.23.1 // indirect
 	github.com/go-openapi/jsonreference v0.21.5 // indirect

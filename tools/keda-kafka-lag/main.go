@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/kedacore/keda/v2/pkg/scalers"
 	"github.com/kedacore/keda/v2/pkg/scalers/scalersconfig"
 )
@@ -46,7 +45,6 @@ func main() {
 		AuthParams:              map[string]string{},
 		TriggerIndex:            0,
 	}
-	_ = logr.Discard()
 	scaler, err := scalers.NewKafkaScaler(ctx, config)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "keda-kafka-lag: KEDA refused the trigger: %v\n", err)
