@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -33,17 +35,45 @@ def media_type(request: Request) -> str:
     return value.partition(";")[0].strip().lower()
 
 
+def charset(request: Request) -> str:
+    """The ``charset`` parameter of the request's ``Content-Type`` (lower case; utf-8 when absent)."""
+    for part in (request.headers.get("content-type") or "").split(";")[1:]:
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return "utf-8"
+
+
+#: A body over the limit is still read (and dropped) up to this many bytes, so that a client that
+#: sends it in one go (urllib, requests, MLflow's client) gets the 413 instead of a connection
+#: reset; beyond it the connection is closed with the 413 sent.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+
+
+async def _drain(stream: AsyncIterator[bytes], budget: int) -> None:
+    """Read and drop the rest of ``stream``, at most ``budget`` bytes more."""
+    with contextlib.suppress(ClientDisconnect):
+        async for chunk in stream:
+            budget -= len(chunk)
+            if budget < 0:
+                return
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing anything over ``limit`` bytes before and while it is read."""
     declared = request.headers.get("content-length")
+    stream = request.stream()
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_MAX_BYTES:
+            await _drain(stream, DRAIN_MAX_BYTES)
         raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit.")
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in stream:
             size += len(chunk)
             if size > limit:
+                await _drain(stream, DRAIN_MAX_BYTES - size)
                 raise PayloadTooLarge(f"request body is over the {limit}-byte limit.")
             chunks.append(chunk)
     except ClientDisconnect:
@@ -51,11 +81,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_json(body: bytes) -> Any:
-    """Parse JSON; NaN/Infinity literals are not JSON and are refused here too."""
+def decode_json(body: bytes, *, nan_literals: bool = False) -> Any:
+    """Parse JSON; NaN/Infinity literals are not JSON and are refused, unless ``nan_literals``
+    (MLflow's client writes a pandas NaN as ``NaN``): they then parse as floats, and the schema
+    refuses them naming the field."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if nan_literals:
+            try:
+                return json.loads(body)
+            except ValueError:
+                pass
         raise InvalidJson(
             f"request body is not valid JSON: {exc}.", detail=f"not valid JSON: {exc}"
         ) from None

@@ -16,6 +16,37 @@ log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
+#: Routes that speak MLflow's scoring protocol, whose errors have MLflow's shape.
+MLFLOW_ROUTES = frozenset({"/invocations"})
+#: MLflow's error codes (``mlflow.protos.databricks_pb2.ErrorCode`` names), by HTTP status.
+_MLFLOW_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    413: "REQUEST_LIMIT_EXCEEDED",
+    415: "BAD_REQUEST",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def mlflow_shape(exc: IrisError) -> tuple[dict[str, object], int]:
+    """MLflow's ``{"error_code", "message"}`` body and status (400 for what we answer 422), with
+    our own ``error`` code and field ``detail`` kept as extra keys."""
+    status = 400 if exc.http_status == 422 else exc.http_status
+    body = {"error_code": _MLFLOW_CODES.get(status, "INTERNAL_ERROR"), "message": _message(exc)}
+    return body | exc.to_dict(), status
+
+
+def _message(exc: IrisError, shown: int = 5) -> str:
+    """The error as one sentence; field errors are spelled out (``0.petal_width: must be ...``)."""
+    detail = exc.detail
+    if not isinstance(detail, list) or not detail or not all(isinstance(d, dict) for d in detail):
+        return exc.message
+    parts = [
+        f"{'.'.join(str(p) for p in d.get('loc', [])) or 'body'}: {d.get('msg')}" for d in detail[:shown]
+    ]
+    more = len(detail) - shown
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
 
 class UnsupportedMediaType(BadInputError):
     """A body whose ``Content-Type`` the endpoint does not read."""
@@ -36,6 +67,9 @@ async def iris_error(request: Request, exc: Exception) -> Response:
         scorer = getattr(request.app.state, "scorer", None)
         if scorer is not None:
             scorer.record_errors("rest", exc.code)
+    if request.url.path in MLFLOW_ROUTES:
+        body, status = mlflow_shape(exc)
+        return json_response(body, status, headers)
     return json_response(exc.to_dict(), exc.http_status, headers)
 
 

@@ -1,8 +1,8 @@
 """Request payloads → validated records, through the shared schema (:mod:`ml.schema`).
 
 ``/predict`` takes one record or ``{"instances": [...]}``; ``/invocations`` takes the MLflow
-scoring-server formats (``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``,
-and ``text/csv``).
+scoring-server formats (``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``
+(columns, rows or one row of scalars), ``text/csv`` and ``application/vnd.apache.parquet``).
 """
 
 from __future__ import annotations
@@ -30,18 +30,19 @@ def one_record(obj: object) -> Record:
         raise ValidationFailed(str(exc), detail=[e.to_dict() for e in exc.errors]) from None
 
 
-def many_records(objs: object, field: str, max_instances: int) -> list[Record]:
+def many_records(objs: object, field: str, max_instances: int | None) -> list[Record]:
     if not isinstance(objs, list):
         raise invalid([field], "must be an array of records")
     if not objs:
         raise invalid([field], "must not be empty")
-    if len(objs) > max_instances:
+    if max_instances is not None and len(objs) > max_instances:
         raise invalid([field], f"must hold at most {max_instances} records, got {len(objs)}")
     return check_records(objs, require_id=False)
 
 
-def mlflow_records(payload: object, max_instances: int) -> list[Record]:
-    """Records of an MLflow scoring-server JSON payload."""
+def mlflow_records(payload: object, max_instances: int | None) -> list[Record]:
+    """Records of an MLflow scoring-server JSON payload (``params`` is accepted and ignored: the
+    model takes none)."""
     if not isinstance(payload, Mapping):
         raise invalid([], f"must be a JSON object with one of {', '.join(MLFLOW_FORMATS)}")
     keys = [k for k in MLFLOW_FORMATS if k in payload]
@@ -52,6 +53,8 @@ def mlflow_records(payload: object, max_instances: int) -> list[Record]:
     if key == "dataframe_split":
         return many_records(_split_rows(value), key, max_instances)
     if key in ("instances", "inputs") and isinstance(value, Mapping):
+        if not any(isinstance(v, list) for v in value.values()):  # one row as scalars, as MLflow takes
+            return many_records([dict(value)], key, max_instances)
         return many_records(_column_rows(value, key), key, max_instances)
     if key in ("instances", "inputs") and isinstance(value, list) and value and isinstance(value[0], list):
         value = _positional_rows(value)
@@ -95,7 +98,19 @@ def _column_rows(columns: Mapping[str, Any], key: str) -> list[Any]:
     return [dict(zip(names, row, strict=True)) for row in zip(*lists.values(), strict=True)]
 
 
-def csv_records(body: bytes, max_instances: int) -> list[Record]:
+def parquet_records(body: bytes, max_instances: int | None) -> list[Record]:
+    """Records of an ``application/vnd.apache.parquet`` body (MLflow's Parquet input)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(body))
+    except (pa.ArrowException, OSError) as exc:
+        raise invalid([], f"not a readable Parquet file: {exc}") from None
+    return many_records(table.to_pylist(), "parquet", max_instances)
+
+
+def csv_records(body: bytes, max_instances: int | None) -> list[Record]:
     """Records of a ``text/csv`` body with a header row (MLflow's CSV input). Cells that read as
     numbers become numbers, except in the ``id`` column: ids are text, as in backfill."""
     try:

@@ -19,15 +19,20 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
     text = {
+        400: "Invalid JSON or invalid records (MLflow's status); detail names the field (and index).",
         401: "Missing or wrong API key (when IRIS_API_KEY is set).",
         413: "Body over IRIS_MAX_BODY_BYTES.",
-        415: "Content-Type not supported.",
+        415: "Content-Type (or its charset) not supported.",
         422: "Invalid JSON or invalid records; detail names the field (and index).",
         503: "No model loaded yet.",
     }
-    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+    return {str(s): _json(_ref(schema), text[s]) for s in statuses}
 
 
 def _schemas() -> dict[str, Any]:
@@ -97,6 +102,17 @@ def _schemas() -> dict[str, Any]:
             "inputs": {"anyOf": [{"type": "array"}, {"type": "object"}]},
         },
     }
+    schemas["MlflowError"] = {
+        "description": "MLflow's scoring-server error, with our error code and field detail kept.",
+        "type": "object",
+        "required": ["error_code", "message", "error", "detail"],
+        "properties": {
+            "error_code": {"type": "string", "examples": ["BAD_REQUEST", "REQUEST_LIMIT_EXCEEDED"]},
+            "message": {"type": "string"},
+            "error": {"type": "string", "examples": ["validation_error"]},
+            "detail": schemas["Error"]["properties"]["detail"],
+        },
+    }
     schemas["MlflowResponse"] = {
         "type": "object",
         "properties": {"predictions": {"type": "array", "items": {"type": "string"}}},
@@ -130,18 +146,20 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
         },
         "/invocations": {
             "post": {
-                "summary": "MLflow scoring-server compatible scoring (predicted labels).",
+                "summary": "MLflow scoring-server compatible scoring (predicted labels); a `params` key is "
+                "accepted and ignored (the model takes none).",
                 "operationId": "invocations",
                 "requestBody": {
                     "required": True,
                     "content": {
                         "application/json": {"schema": _ref("MlflowRequest")},
                         "text/csv": {"schema": {"type": "string", "minLength": 1}},
+                        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
                     },
                 },
                 "responses": {
                     "200": _json(_ref("MlflowResponse"), "Predicted labels."),
-                    **_errors(401, 413, 415, 422, 503),
+                    **_errors(400, 401, 413, 415, 503, schema="MlflowError"),
                 },
             }
         },
@@ -150,6 +168,20 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                 "summary": "Liveness.",
                 "operationId": "health",
                 "responses": {"200": _json(status, "Alive.")},
+            }
+        },
+        "/ping": {
+            "get": {
+                "summary": "MLflow's health check: 200 once a model is loaded.",
+                "operationId": "ping",
+                "responses": {"200": _text("Ready (a newline)."), **_errors(503)},
+            }
+        },
+        "/version": {
+            "get": {
+                "summary": "MLflow's /version: the MLflow version whose scoring protocol is served.",
+                "operationId": "version",
+                "responses": {"200": _text("The MLflow version, e.g. 3.17.2.")},
             }
         },
         "/ready": {

@@ -4,6 +4,7 @@ the micro-batcher) → encode. No model logic here."""
 from __future__ import annotations
 
 import hmac
+import importlib.metadata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.batching import BatcherClosed, MicroBatcher
-from app.encoding import JSON, decode_json, json_response, media_type, read_body
+from app.encoding import JSON, charset, decode_json, json_response, media_type, read_body
 from app.errors import ShuttingDown, UnsupportedMediaType
-from app.inputs import csv_records, many_records, mlflow_records, one_record
+from app.inputs import csv_records, many_records, mlflow_records, one_record, parquet_records
 from ml.errors import Unauthorized
 from ml.metrics import Metrics
 from ml.model import ModelHolder
@@ -26,8 +27,11 @@ from ml.settings import Settings
 
 SOURCE = "rest"
 CSV = "text/csv"
+PARQUET = "application/vnd.apache.parquet"
+INVOCATION_TYPES = (JSON, CSV, PARQUET)
 
 Handler = Callable[[Request], Awaitable[Response]]
+MLFLOW_VERSION = importlib.metadata.version("mlflow")
 
 
 @dataclass
@@ -107,14 +111,34 @@ class Api:
         return json_response(prediction_records([record.id], scores, SOURCE)[0])
 
     async def invocations(self, request: Request) -> Response:
-        kind = media_type(request)
+        """MLflow's scoring protocol: JSON, CSV or Parquet in, ``{"predictions": [...]}`` out."""
+        kind, limit, cap = media_type(request), self.settings.max_body_bytes, self.settings.max_instances
+        if kind not in INVOCATION_TYPES:
+            raise UnsupportedMediaType(
+                f"Content-Type must be one of {', '.join(INVOCATION_TYPES)}, got {kind}."
+            )
+        if charset(request) != "utf-8":
+            raise UnsupportedMediaType(f"only UTF-8 bodies are read, got charset={charset(request)}.")
+        body = await read_body(request, limit)
         if kind == CSV:
-            body = await read_body(request, self.settings.max_body_bytes)
-            records = csv_records(body, self.settings.max_instances)
+            records = csv_records(body, cap)
+        elif kind == PARQUET:
+            records = parquet_records(body, cap)
         else:
-            records = mlflow_records(await self._json_body(request), self.settings.max_instances)
+            records = mlflow_records(decode_json(body, nan_literals=True), cap)
         scores = await self._score(records)
         return json_response({"predictions": scores.labels.tolist()})
+
+    async def ping(self, request: Request) -> Response:
+        """MLflow's health check: 200 once a model is loaded (what its client waits for)."""
+        if self.state.holder.ready:
+            return Response("\n", media_type="text/plain")
+        return await self.ready(request)
+
+    async def version(self, request: Request) -> Response:
+        """MLflow's ``/version``: the MLflow version whose scoring protocol this serves (MLflow labels
+        these bodies JSON although they are not; here they are text)."""
+        return Response(MLFLOW_VERSION, media_type="text/plain")
 
     async def health(self, request: Request) -> Response:
         return json_response({"status": "ok"})

@@ -115,6 +115,8 @@ def create_app(
             Route("/invocations", api.protected(api.invocations), methods=["POST"]),
             Route("/model", api.protected(api.model), methods=["GET"]),
             Route("/health", api.health, methods=["GET"]),
+            Route("/ping", api.ping, methods=["GET"]),
+            Route("/version", api.version, methods=["GET"]),
             Route("/ready", api.ready, methods=["GET"]),
             Route("/metrics", api.metrics, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     # REST
     api_key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    max_instances: int = Field(default=1000, ge=1)
+    # rows per request; unset: no cap (as MLflow's scoring server), IRIS_MAX_BODY_BYTES guards
+    max_instances: int | None = Field(default=None, ge=1)
     microbatch_max_size: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=2.0, ge=0)
     access_log: bool = True  # IRIS_ACCESS_LOG: one structured line per REST request

@@ -229,13 +229,13 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         [0, "petal_length"],
     ),
     # /invocations (MLflow formats)
-    ("no format key", "/invocations", body({"data": [[1, 2, 3, 4]]}), JSON, 422, "validation_error", []),
+    ("no format key", "/invocations", body({"data": [[1, 2, 3, 4]]}), JSON, 400, "validation_error", []),
     (
         "two format keys",
         "/invocations",
         body({"instances": [GOOD], "inputs": [GOOD]}),
         JSON,
-        422,
+        400,
         "validation_error",
         [],
     ),
@@ -244,7 +244,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         "/invocations",
         body({"dataframe_split": {"data": [[1, 2, 3, 4]]}}),
         JSON,
-        422,
+        400,
         "validation_error",
         ["dataframe_split", "columns"],
     ),
@@ -253,7 +253,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         "/invocations",
         body({"dataframe_split": {"columns": SPLIT_COLUMNS, "data": [[1, 2, 3]]}}),
         JSON,
-        422,
+        400,
         "validation_error",
         [0],
     ),
@@ -262,7 +262,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         "/invocations",
         body({"dataframe_split": {"columns": SPLIT_COLUMNS, "data": [[1, 2, 3, 4], [1, -2, 3, 4]]}}),
         JSON,
-        422,
+        400,
         "validation_error",
         [1, "sepal_width"],
     ),
@@ -271,7 +271,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         "/invocations",
         body({"dataframe_records": [rec(sepal_length=...)]}),
         JSON,
-        422,
+        400,
         "validation_error",
         [0, "sepal_length"],
     ),
@@ -280,17 +280,17 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         "/invocations",
         body({"instances": [[1, 2, 3]]}),
         JSON,
-        422,
+        400,
         "validation_error",
         [0],
     ),
-    ("inputs empty", "/invocations", body({"inputs": []}), JSON, 422, "validation_error", ["inputs"]),
+    ("inputs empty", "/invocations", body({"inputs": []}), JSON, 400, "validation_error", ["inputs"]),
     (
         "csv with a word",
         "/invocations",
         b"sepal_length,sepal_width,petal_length,petal_width\n5,3,x,1\n",
         {"content-type": "text/csv"},
-        422,
+        400,
         "validation_error",
         [0, "petal_length"],
     ),
@@ -299,7 +299,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, list[Any] | None]] 
         "/invocations",
         b"sepal_length,sepal_width,petal_length\n5,3,1\n",
         {"content-type": "text/csv"},
-        422,
+        400,
         "validation_error",
         [0, "petal_width"],
     ),
@@ -386,7 +386,12 @@ def test_chunked_body_without_content_length_is_cut_off(client: TestClient) -> N
     assert response.json()["error"] == "too_large"
 
 
-def test_body_limit_stops_reading_the_stream_early() -> None:
+def test_a_body_over_the_limit_is_drained_up_to_a_bound_then_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the limit nothing is kept; the rest is read and dropped (so a client sending it in
+    one go gets the 413, not a reset), but no further than DRAIN_MAX_BYTES."""
+    from app import encoding
+
+    monkeypatch.setattr(encoding, "DRAIN_MAX_BYTES", 20_000)
     pulled = {"n": 0}
 
     async def receive() -> dict[str, Any]:
@@ -399,7 +404,7 @@ def test_body_limit_stops_reading_the_stream_early() -> None:
             await read_body(request, 4096)
 
     asyncio.run(run())
-    assert pulled["n"] == 5  # 5 kB read, 995 chunks never pulled
+    assert pulled["n"] == 21  # 5 kB over the limit, then drained to 20 kB (+1 chunk); 979 never pulled
 
 
 def test_a_client_that_hangs_up_mid_body_is_not_a_server_error() -> None:
@@ -490,7 +495,7 @@ def test_a_non_number_is_quoted_in_the_422(client: TestClient) -> None:
     assert response.json()["detail"] == [{"loc": ["sepal_length"], "msg": "is not a number: 'abc'"}]
     csv = b"sepal_length,sepal_width,petal_length,petal_width\n5,3,abc,1\n"
     response = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
-    assert response.status_code == 422
+    assert response.status_code == 400  # MLflow's status on its route
     assert response.json()["detail"] == [{"loc": [0, "petal_length"], "msg": "is not a number: 'abc'"}]
 
 
