@@ -121,10 +121,16 @@ class CommitThrottle:
 
     async def _flush_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        try:
-            await self.flush()
-        except Exception as exc:
-            log_event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        while True:
+            try:
+                await self.flush()
+            except Exception as exc:
+                log_event(log, "commit_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+                return
+            # acked while that commit was on the wire: no later batch may come to commit them
+            if not self.pending or self.commit is None or self._last is None:
+                return
+            await asyncio.sleep(max(0.0, self._last + self.interval_s - self.clock()))
 
     async def flush(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Commit the acknowledged offsets (of ``partitions``, or all) now."""

@@ -73,6 +73,43 @@ def test_the_throttle_commits_acked_offsets_once_per_interval_and_on_revoke() ->
     assert commits[0] == {TP0: 3}
 
 
+def test_a_batch_acked_while_the_deferred_commit_is_on_the_wire_is_committed_too() -> None:
+    """CI failure of stop 25: the last batch was acked while the deferred commit of the one
+    before was awaiting the broker. That commit did not carry it, and no later commit was
+    scheduled, so the committed offset stayed one batch behind for good on an idle topic."""
+    now = [100.0]
+    throttle = CommitThrottle(1.0, clock=lambda: now[0])
+    commits: list[dict[TopicPartition, int]] = []
+    on_the_wire, release = asyncio.Event(), asyncio.Event()
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+        if len(commits) == 2:  # the deferred commit: slow broker
+            on_the_wire.set()
+            await release.wait()
+
+    throttle.commit = commit
+
+    async def run() -> None:
+        throttle.acked(_records(0, 0))
+        await throttle.maybe_commit()  # at once
+        now[0] += 0.1
+        throttle.acked(_records(0, 1))
+        await throttle.maybe_commit()  # deferred by 0.9 s of the fake clock (real sleep)
+        await asyncio.wait_for(on_the_wire.wait(), 5)
+        throttle.acked(_records(0, 2))  # the last batch, acked during the deferred commit
+        await throttle.maybe_commit()
+        now[0] += 2.0
+        release.set()
+        for _ in range(100):  # the topic is idle from here: nothing else calls the throttle
+            if commits[-1] == {TP0: 3}:
+                break
+            await asyncio.sleep(0.05)
+        assert commits[-1] == {TP0: 3}, commits
+
+    asyncio.run(run())
+
+
 def test_a_revoke_waits_for_the_batch_in_flight_and_commits_it_before_the_handover() -> None:
     """Issue 15: the in-flight batch is produced and committed before its partitions are handed
     over, so its next owner does not score it again (a clean scale-in has no duplicates)."""
