@@ -70,12 +70,23 @@ async def iris_error(request: Request, exc: Exception) -> Response:
     if request.url.path in MLFLOW_ROUTES:
         body, status = mlflow_shape(exc)
         return json_response(body, status, headers)
+    if _is_oip(request):  # the Open Inference Protocol's {"error": "..."}, 400 for what we answer 422
+        return json_response(
+            {"error": _message(exc)}, 400 if exc.http_status == 422 else exc.http_status, headers
+        )
     return json_response(exc.to_dict(), exc.http_status, headers)
+
+
+def _is_oip(request: Request) -> bool:
+    path = request.url.path
+    return path == "/v2" or path.startswith("/v2/")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if _is_oip(request):
+        return json_response({"error": f"{code}: {exc.detail}"}, exc.status_code, exc.headers)
     return json_response({"error": code, "detail": exc.detail}, exc.status_code, exc.headers)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.openapi_oip import OIP_PROTECTED, oip_paths, oip_schemas
 from ml.schema import PredictionModel, RecordModel
 from ml.settings import Settings
 
 _REF = "#/components/schemas/{model}"
-PROTECTED = ("/predict", "/invocations", "/model")
+PROTECTED = ("/predict", "/invocations", "/model", *OIP_PROTECTED)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -117,7 +118,7 @@ def _schemas() -> dict[str, Any]:
         "type": "object",
         "properties": {"predictions": {"type": "array", "items": {"type": "string"}}},
     }
-    return schemas
+    return schemas | oip_schemas()
 
 
 def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, Any]:
@@ -217,6 +218,7 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                 "responses": {"200": _json({"type": "object"}, "OpenAPI document.")},
             }
         },
+        **oip_paths(),
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",

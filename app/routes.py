@@ -17,6 +17,7 @@ from app.batching import BatcherClosed, MicroBatcher
 from app.encoding import JSON, charset, decode_json, json_response, media_type, read_body
 from app.errors import ShuttingDown, UnsupportedMediaType
 from app.inputs import csv_records, many_records, mlflow_records, one_record, parquet_records
+from app.oip import HEADER_LENGTH, check_served, infer_response, model_metadata, parse_infer
 from ml.errors import Unauthorized
 from ml.metrics import Metrics
 from ml.model import ModelHolder
@@ -32,6 +33,7 @@ INVOCATION_TYPES = (JSON, CSV, PARQUET)
 
 Handler = Callable[[Request], Awaitable[Response]]
 MLFLOW_VERSION = importlib.metadata.version("mlflow")
+PACKAGE_VERSION = importlib.metadata.version("iris-scorer")
 
 
 @dataclass
@@ -82,9 +84,12 @@ class Api:
         return guarded
 
     async def _score(self, records: Sequence[Record]) -> Scores:
+        return await self._score_matrix(to_matrix(records))
+
+    async def _score_matrix(self, matrix: Any) -> Scores:
         self.state.holder.current  # noqa: B018 - fail fast with ModelNotReady, before queueing
         try:
-            return await self.state.batcher.submit(to_matrix(records))
+            return await self.state.batcher.submit(matrix)
         except BatcherClosed as exc:
             raise ShuttingDown(str(exc)) from None
 
@@ -160,3 +165,44 @@ class Api:
 
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Open Inference Protocol v2 (app/oip.py): KServe, Triton and MLServer clients
+    async def v2_server(self, request: Request) -> Response:
+        return json_response(
+            {"name": "iris-scorer", "version": PACKAGE_VERSION, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def v2_live(self, request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(self, request: Request) -> Response:
+        ready = self.state.holder.ready
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    def _served(self, request: Request) -> Any:
+        model = self.state.holder.current  # 503 until a model is loaded
+        check_served(model, request.path_params["name"], request.path_params.get("version"))
+        return model
+
+    async def v2_model(self, request: Request) -> Response:
+        return json_response(model_metadata(self._served(request)))
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if not self.state.holder.ready:
+            return json_response({"name": name, "ready": False}, 503)
+        self._served(request)
+        return json_response({"name": name, "ready": True})
+
+    async def v2_infer(self, request: Request) -> Response:
+        self._served(request)
+        body = await read_body(request, self.settings.max_body_bytes)
+        inference = parse_infer(body, request.headers.get(HEADER_LENGTH))
+        content, header_length = infer_response(inference, await self._score_matrix(inference.matrix))
+        if header_length is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
+        )

@@ -120,6 +120,17 @@ def create_app(
             Route("/ready", api.ready, methods=["GET"]),
             Route("/metrics", api.metrics, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/v2", api.v2_server, methods=["GET"]),
+            Route("/v2/health/live", api.v2_live, methods=["GET"]),
+            Route("/v2/health/ready", api.v2_ready, methods=["GET"]),
+            Route("/v2/models/{name}", api.protected(api.v2_model), methods=["GET"]),
+            Route("/v2/models/{name}/ready", api.v2_model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/infer", api.protected(api.v2_infer), methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}", api.protected(api.v2_model), methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/ready", api.v2_model_ready, methods=["GET"]),
+            Route(
+                "/v2/models/{name}/versions/{version}/infer", api.protected(api.v2_infer), methods=["POST"]
+            ),
         ],
         middleware=[Middleware(HttpObserver, metrics=state.metrics, access_log=settings.access_log)],
         exception_handlers={IrisError: iris_error, HTTPException: http_error, Exception: internal_error},

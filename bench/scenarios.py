@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -429,40 +429,56 @@ def drain_once(name: str, mode: Mode, registry: BenchRegistry) -> dict[str, floa
             )
         cmd, env = _stream_commands(registry, bootstrap)[name]
         counter = OutputCounter(bootstrap, "iris.predictions")
-        proc = start(name, cmd, env)
         try:
-            with RssSampler(proc) as rss:
-                launched = time.perf_counter()
-                t0 = c0 = cpu0 = None
-                count = 0
-                while True:
-                    if not proc.alive():
-                        raise Skip(f"{name} exited with {proc.popen.returncode}: {proc.tail(5)}")
-                    count = counter.count()
-                    now = time.perf_counter()
-                    if t0 is None:
-                        if count > 0:
-                            t0, c0, cpu0 = now, count, proc.cpu_seconds()
-                        elif now - launched > 120:
-                            raise Skip(f"{name} produced nothing in 120 s: {proc.tail(5)}")
-                    elif count >= n or now - t0 > mode.stream_cap_s:
-                        break
-                    time.sleep(0.02)
-                t1 = time.perf_counter()
-                cpu1 = proc.cpu_seconds()
+            return timed_drain(name, cmd, env, counter, n, mode.stream_cap_s, produce_s)
         finally:
-            stop(proc)
             counter.close()
+
+
+def timed_drain(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    counter: OutputCounter,
+    n: int,
+    cap_s: float,
+    produce_s: float,
+    done: Callable[[], int] | None = None,
+) -> dict[str, float]:
+    """Start ``cmd`` and time it from its first output to ``n`` (or ``cap_s``): throughput, CPU
+    per 100k and peak RSS. ``done`` counts finished work from zero (default: the outputs after
+    the first one seen)."""
+    proc = start(name, cmd, env)
+    try:
+        with RssSampler(proc) as rss:
+            launched = time.perf_counter()
+            t0 = c0 = cpu0 = None
+            count = 0
+            while True:
+                if not proc.alive():
+                    raise Skip(f"{name} exited with {proc.popen.returncode}: {proc.tail(5)}")
+                now = time.perf_counter()
+                if t0 is None:
+                    if counter.count() > 0:  # the first output (written, perhaps not yet committed)
+                        t0, cpu0 = now, proc.cpu_seconds()
+                        c0 = 0 if done is not None else counter.count()
+                    elif now - launched > 120:
+                        raise Skip(f"{name} produced nothing in 120 s: {proc.tail(5)}")
+                else:
+                    count = done() if done is not None else counter.count()
+                    if count >= n or now - t0 > cap_s:
+                        break
+                time.sleep(0.02)
+            t1, cpu1 = time.perf_counter(), proc.cpu_seconds()
+    finally:
+        stop(proc)
     assert t0 is not None and c0 is not None
-    drained = count - c0
-    elapsed = t1 - t0
+    drained, elapsed = count - c0, t1 - t0
     sample = {
         "msgs_per_s": drained / elapsed if elapsed > 0 else 0.0,
         "drain_s": elapsed,
         "first_output_s": t0 - launched,
-        "cpu_s_per_100k": (cpu1 - cpu0) / drained * 100_000
-        if cpu0 is not None and cpu1 is not None and drained
-        else 0.0,
+        "cpu_s_per_100k": (cpu1 - cpu0) / drained * 100_000 if cpu0 is not None and cpu1 and drained else 0.0,
         "peak_rss_mb": rss.peak_mb,
         "outputs": float(count),
         "preload_s": produce_s,

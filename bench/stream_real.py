@@ -17,23 +17,27 @@ transactions' commit markers, so they cannot count outputs).
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from bench.harness import (
     PYTHON,
     Goal,
-    RssSampler,
     ScenarioResult,
     Skip,
     free_port,
     interleave,
-    start,
-    stop,
 )
 from bench.registry import BenchRegistry
-from bench.scenarios import Mode, OutputCounter, drift_off_env, iris_scorer, preload, topic_counts
+from bench.scenarios import (
+    Mode,
+    OutputCounter,
+    drift_off_env,
+    iris_scorer,
+    preload,
+    timed_drain,
+    topic_counts,
+)
 
 SYSTEMS = ("ours", "ours_exactly_once", "C_passthrough")
 PARTITIONS = 4
@@ -84,50 +88,15 @@ def drain_once(name: str, mode: Mode, registry: BenchRegistry, cluster: Any) -> 
         raise Skip(f"the broker holds {high} of {n} preloaded requests")
     cmd, env = _command(name, registry, bootstrap, topics, group)
     counter = OutputCounter(bootstrap, topics["predictions"])
-    transactional = name == "ours_exactly_once"
 
-    def done() -> int:
-        return committed_sum(bootstrap, group, topics["requests"]) if transactional else counter.count()
+    def committed() -> int:  # exactly-once: counted when its transactions commit
+        return committed_sum(bootstrap, group, topics["requests"])
 
-    proc = start(name, cmd, env)
+    done = committed if name == "ours_exactly_once" else None
     try:
-        with RssSampler(proc) as rss:
-            launched = time.perf_counter()
-            t0 = c0 = cpu0 = None
-            count = 0
-            while True:
-                if not proc.alive():
-                    raise Skip(f"{name} exited with {proc.popen.returncode}: {proc.tail(5)}")
-                now = time.perf_counter()
-                if t0 is None:
-                    if counter.count() > 0:  # the first output (written, perhaps not yet committed)
-                        t0, cpu0 = now, proc.cpu_seconds()
-                        c0 = 0 if transactional else counter.count()
-                    elif now - launched > 120:
-                        raise Skip(f"{name} produced nothing in 120 s: {proc.tail(5)}")
-                else:
-                    count = done()
-                    if count >= n or now - t0 > mode.stream_cap_s:
-                        break
-                time.sleep(0.02)
-            t1, cpu1 = time.perf_counter(), proc.cpu_seconds()
+        return timed_drain(name, cmd, env, counter, n, mode.stream_cap_s, produce_s, done)
     finally:
-        stop(proc)
         counter.close()
-    assert t0 is not None and c0 is not None
-    drained, elapsed = count - c0, t1 - t0
-    sample = {
-        "msgs_per_s": drained / elapsed if elapsed > 0 else 0.0,
-        "drain_s": elapsed,
-        "first_output_s": t0 - launched,
-        "cpu_s_per_100k": (cpu1 - cpu0) / drained * 100_000 if cpu0 is not None and cpu1 and drained else 0.0,
-        "peak_rss_mb": rss.peak_mb,
-        "outputs": float(count),
-        "preload_s": produce_s,
-    }
-    if count < n:
-        sample["partial"] = 1.0
-    return sample
 
 
 def stream_real_kafka(mode: Mode, registry: BenchRegistry) -> ScenarioResult:

@@ -431,6 +431,12 @@ def test_no_model_is_503_not_500() -> None:
         assert ready.status_code == 503
         assert "no model" in ready.json()["detail"]
         assert test_client.get("/health").status_code == 200
+        # the Open Inference Protocol's shape: {"error": "..."}, live but not ready
+        assert test_client.get("/v2/health/live").status_code == 200
+        assert test_client.get("/v2/health/ready").json() == {"ready": False}
+        assert test_client.get("/v2/models/iris-classifier/ready").status_code == 503
+        infer = test_client.post("/v2/models/iris-classifier/infer", json={"inputs": []})
+        assert infer.status_code == 503 and list(infer.json()) == ["error"]
 
 
 def test_unknown_route_and_method_use_the_error_shape(client: TestClient) -> None:

@@ -12,7 +12,6 @@ beside it.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from test_worker_integration import (
     collectors,  # noqa: F401 - fixture
     offsets,
     private_topics,
-    publish,
+    publish_in_background,
     worker_env,
     workers,  # noqa: F401 - fixture
 )
@@ -73,13 +72,7 @@ def test_three_kill_9s_during_50k_messages(
     worker = Worker(env)
     workers.append(worker)
     worker.wait_ready()
-    sender = threading.Thread(
-        target=publish,
-        args=(embedded_broker, messages),
-        kwargs={"rate": RATE, "requests_topic": topics["requests"]},
-        daemon=True,
-    )
-    sender.start()
+    sender = publish_in_background(embedded_broker, messages, RATE, requests_topic=topics["requests"])
     kills: list[int] = []
     for n in range(1, KILLS + 1):
         # a kill each ~quarter of the run, while requests keep arriving
@@ -149,13 +142,7 @@ def test_rebalances_under_exactly_once_score_nothing_twice(
     first = Worker(env)
     workers.append(first)
     first.wait_ready()
-    sender = threading.Thread(
-        target=publish,
-        args=(embedded_broker, messages),
-        kwargs={"rate": 800.0, "requests_topic": topics["requests"]},
-        daemon=True,
-    )
-    sender.start()
+    sender = publish_in_background(embedded_broker, messages, 800.0, requests_topic=topics["requests"])
     wait_until(
         lambda: collector.count(topics["predictions"]) >= 3000, "the first member scoring", deadline_s=60
     )

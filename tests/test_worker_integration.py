@@ -215,9 +215,12 @@ def publish(
 
 
 def publish_in_background(
-    bootstrap: str, messages: list[tuple[bytes | None, bytes]], rate: float
+    bootstrap: str, messages: list[tuple[bytes | None, bytes]], rate: float, **kw: Any
 ) -> threading.Thread:
-    thread = threading.Thread(target=publish, args=(bootstrap, messages), kwargs={"rate": rate}, daemon=True)
+    """:func:`publish` on a thread (``kw``: settings such as ``requests_topic``)."""
+    thread = threading.Thread(
+        target=publish, args=(bootstrap, messages), kwargs={"rate": rate, **kw}, daemon=True
+    )
     thread.start()
     return thread
 

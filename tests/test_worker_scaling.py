@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -31,7 +30,7 @@ from test_worker_integration import (
     collectors,  # noqa: F401 - fixture
     offsets,
     private_topics,
-    publish,
+    publish_in_background,
     worker_env,
     workers,  # noqa: F401 - fixture
 )
@@ -92,14 +91,8 @@ def test_scale_out_1_to_4_and_in_to_1_under_60k_steady_messages(
     first = Worker(env)
     workers.append(first)
     first.wait_ready()
-    sender = threading.Thread(
-        target=publish,
-        args=(embedded_broker, messages),
-        kwargs={"rate": 800.0, "requests_topic": topics["requests"]},
-        daemon=True,
-    )
     started = time.monotonic()
-    sender.start()
+    sender = publish_in_background(embedded_broker, messages, 800.0, requests_topic=topics["requests"])
     wait_until(lambda: scored() >= 4000, "the first worker scoring", deadline_s=60)
 
     # scale out 1 -> 4, as KEDA does when the lag passes the threshold: three pods at once
@@ -184,13 +177,7 @@ def test_a_clean_scale_in_scores_nothing_twice(
     messages = keyed_messages(20_000, seed=32)
     collector = Collector(embedded_broker, (topics["predictions"],))
     collectors.append(collector)
-    sender = threading.Thread(
-        target=publish,
-        args=(embedded_broker, messages),
-        kwargs={"rate": 800.0, "requests_topic": topics["requests"]},
-        daemon=True,
-    )
-    sender.start()
+    sender = publish_in_background(embedded_broker, messages, 800.0, requests_topic=topics["requests"])
     wait_until(lambda: len(collector.records[topics["predictions"]]) >= 6000, "both scoring", deadline_s=60)
     pair[1].proc.send_signal(15)
     assert pair[1].proc.wait(60) == 0
