@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -164,7 +164,7 @@ class Api:
         return json_response(self.state.holder.current.describe())
 
     async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Open Inference Protocol v2 (app/oip.py): KServe, Triton and MLServer clients
     async def v2_server(self, request: Request) -> Response:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,7 +57,7 @@ def create_http_app(state: WorkerState) -> Starlette:
         return JSONResponse({"status": "ready", "model_version": state.holder.version, **state.counts})
 
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def drift_latest(_: Request) -> Response:
         latest = state.drift.latest if state.drift is not None else None

@@ -6,10 +6,23 @@ at import time.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+#: Why a drift window was not evaluated (consumers/drift_monitor.py, ml/windows.py).
+DRIFT_SKIP_REASONS = ("too_few_rows", "backlog", "evaluator_died", "timeout", "stopped", "error")
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -26,7 +39,13 @@ class Metrics:
     drift_windows_skipped: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None, *, drift: bool = False) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        """A registry of our own gets the process (CPU, memory, open files) and platform
+        (``python_info``) collectors; one given by the caller is used as it is."""
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+        self.registry = registry
         self.drift_enabled = False
         r = self.registry
         self.predictions = Counter(
@@ -105,8 +124,28 @@ class Metrics:
         self.drift_windows_skipped = Counter(
             "iris_drift_windows_skipped", "Windows not evaluated.", ["reason"], registry=r
         )
+        for reason in DRIFT_SKIP_REASONS:  # exported at 0 from the start: rate() has data
+            self.drift_windows_skipped.labels(reason=reason)
 
     def set_model(self, name: str, version: str, alias: str) -> None:
         """Exactly one ``iris_model_info`` series: the model now serving."""
         self.model_info.clear()
         self.model_info.labels(name=name, version=version, alias=alias).set(1)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this registry, without the ``_created`` series (timestamps that
+        Prometheus stores as ever-changing samples; dropped here rather than through
+        ``prometheus_client``'s process-wide switch)."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """A read-only view of a registry whose collected metrics have no ``*_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
