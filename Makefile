@@ -30,12 +30,14 @@ $(TOOLS_STAMP): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
 	touch $(TOOLS_STAMP)
 
-# Debian packages the tests use from outside the venv: kcat (a producer that is not ours, for the
-# compressed-input tests). Installed with apt-get when missing (root, or sudo without a password).
-DEB_PACKAGES := kcat
+# Debian packages the tests use from outside the venv, as package:command: kcat (a producer that
+# is not ours, for the compressed-input tests), prometheus (promtool and a real Prometheus for the
+# metrics and dashboard-query tests), chromium (headless rendering of /docs and Evidently's UI).
+# Installed with apt-get when missing (root, or sudo without a password).
+DEB_PACKAGES := kcat:kcat prometheus:promtool chromium:chromium
 
 system-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for pc in $(DEB_PACKAGES); do command -v $${pc#*:} >/dev/null || missing="$$missing $${pc%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
 	  echo "installing Debian packages:$$missing"; \

@@ -218,6 +218,26 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                 "responses": {"200": _json({"type": "object"}, "OpenAPI document.")},
             }
         },
+        "/docs": {
+            "get": {
+                "summary": "This document in Swagger UI (assets served locally, no CDN).",
+                "operationId": "docs",
+                "responses": {"200": {"description": "HTML page.", "content": {"text/html": {}}}},
+            }
+        },
+        "/docs/assets/{name}": {
+            "get": {
+                "summary": "Swagger UI's script and stylesheet, for /docs.",
+                "operationId": "docs_asset",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "The asset."},
+                    "404": _json(_ref("Error"), "No such asset."),
+                },
+            }
+        },
         **oip_paths(),
     }
     document: dict[str, Any] = {

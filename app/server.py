@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.docs import docs_asset, docs_page
 from app.encoding import json_response
 from app.errors import http_error, internal_error, iris_error
 from app.middleware import HttpObserver
@@ -120,6 +121,8 @@ def create_app(
             Route("/ready", api.ready, methods=["GET"]),
             Route("/metrics", api.metrics, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/docs", docs_page, methods=["GET"]),
+            Route("/docs/assets/{name}", docs_asset, methods=["GET"]),
             Route("/v2", api.v2_server, methods=["GET"]),
             Route("/v2/health/live", api.v2_live, methods=["GET"]),
             Route("/v2/health/ready", api.v2_ready, methods=["GET"]),
