@@ -53,6 +53,13 @@ def backfill(
             "--drop-extra-columns", help="Leave the input's other columns out (default: passed through)."
         ),
     ] = False,
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-servers",
+            help="Kafka bootstrap address(es) for --from-topic/--to-topic (default: IRIS_KAFKA_BOOTSTRAP_SERVERS).",
+        ),
+    ] = None,
 ) -> None:
     """Rescore historical files or a topic range."""
     from consumers.backfill.options import BackfillOptions, parse_shard, parse_time
@@ -74,7 +81,9 @@ def backfill(
         progress=progress,
         drop_extra_columns=drop_extra_columns,
     )
-    summary = run_backfill(settings_from_env(), options, on_ready=process.resume_gc)
+    summary = run_backfill(
+        settings_from_env(bootstrap_servers=bootstrap_servers), options, on_ready=process.resume_gc
+    )
     typer.echo(summary.describe())
 
 

@@ -29,6 +29,33 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``--bootstrap-servers`` of the commands that talk to Kafka (over IRIS_KAFKA_BOOTSTRAP_SERVERS).
+BootstrapServers = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        help="Kafka bootstrap address(es), comma-separated (default: IRIS_KAFKA_BOOTSTRAP_SERVERS).",
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata
+
+        typer.echo(f"iris-scorer {importlib.metadata.version('iris-scorer')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Event-driven batch-and-stream scorer for the Iris classifier."""
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -81,8 +108,12 @@ def train(
 def promote(
     version: Annotated[int, typer.Option("--version", min=1, help="Model version to point the alias at.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even a version that failed the quality gate.")
+    ] = False,
 ) -> None:
-    """Point an alias (default: champion) at a model version."""
+    """Point an alias (default: champion) at a model version (one that passed the quality gate,
+    unless --force)."""
     from ml import tracking
     from ml.model import parse_model_uri
     from ml.register import promote as promote_version
@@ -90,7 +121,7 @@ def promote(
     settings = settings_from_env()
     name, _, _ = parse_model_uri(settings.model_uri)
     client = tracking.client(settings.mlflow_tracking_uri)
-    previous = promote_version(client, name, str(version), alias)
+    previous = promote_version(client, name, str(version), alias, gate=not force)
     typer.echo(f"{name}@{alias}: v{previous or '-'} → v{version}")
 
 
@@ -137,13 +168,14 @@ def worker(
         int, typer.Option(min=0, max=65535, help="Port of /health, /ready, /metrics.")
     ] = 8001,
     http_host: Annotated[str, typer.Option(help="Interface of the worker's HTTP endpoints.")] = "127.0.0.1",
+    bootstrap_servers: BootstrapServers = None,
 ) -> None:
     """Stream worker: iris.requests → score → iris.predictions, bad messages → DLQ, drift windows."""
     from consumers.worker import run_worker
 
     raise typer.Exit(
         run_worker(
-            settings_from_env(),
+            settings_from_env(bootstrap_servers=bootstrap_servers),
             http_host=http_host,
             http_port=http_port,
             on_ready=process.resume_gc,
@@ -185,12 +217,20 @@ def publish(
     ] = 0.0,
     bad: Annotated[int, typer.Option(min=0, help="Malformed messages to interleave.")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    bootstrap_servers: BootstrapServers = None,
 ) -> None:
     """Sample traffic to iris.requests (Iris class distributions with noise)."""
     from consumers.publish import run_publish
 
     raise typer.Exit(
-        run_publish(settings_from_env(), count=count, rate=rate, shift=shift, bad=bad, seed=seed)
+        run_publish(
+            settings_from_env(bootstrap_servers=bootstrap_servers),
+            count=count,
+            rate=rate,
+            shift=shift,
+            bad=bad,
+            seed=seed,
+        )
     )
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from ml.settings import Settings, load_settings
 
 
-def settings_from_env() -> Settings:
-    settings = load_settings()
+def settings_from_env(*, bootstrap_servers: str | None = None) -> Settings:
+    """``bootstrap_servers`` (a command's ``--bootstrap-servers``) wins over
+    ``IRIS_KAFKA_BOOTSTRAP_SERVERS``; without it the environment is used."""
+    settings = (
+        load_settings(kafka_bootstrap_servers=bootstrap_servers) if bootstrap_servers else load_settings()
+    )
     from ml.logs import configure_logging
 
     configure_logging(settings.log_level)

@@ -21,6 +21,10 @@ from ml.settings import load_settings
 
 HISTORY_TAG = "alias_history.{alias}"
 GATE_METRIC = "f1_macro"
+#: Model-version tags written at registration: ``quality_gate`` = passed|failed, and its reason.
+GATE_TAG = "quality_gate"
+#: Scores this close are a tie (the same model scored twice differs only by float rounding).
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,20 @@ def _set_history(client: MlflowClient, name: str, alias: str, history: list[str]
     client.set_registered_model_tag(name, HISTORY_TAG.format(alias=alias), json.dumps(history[-50:]))
 
 
-def promote(client: MlflowClient, name: str, version: str, alias: str = "champion") -> str | None:
-    """Point ``alias`` at ``version``; returns the version it pointed at before (or None)."""
+def promote(
+    client: MlflowClient, name: str, version: str, alias: str = "champion", *, gate: bool = False
+) -> str | None:
+    """Point ``alias`` at ``version``; returns the version it pointed at before (or None). With
+    ``gate``, a version whose registration failed the quality gate is refused, naming why."""
     try:
-        client.get_model_version(name, version)
+        model_version = client.get_model_version(name, version)
     except MlflowException:
         raise BadInputError(f"model {name!r} has no version {version}.") from None
+    if gate and model_version.tags.get(GATE_TAG) == "failed":
+        reason = model_version.tags.get(f"{GATE_TAG}_reason", "no reason recorded")
+        raise BadInputError(
+            f"{name} v{version} failed the quality gate ({reason}); pass --force to promote it anyway."
+        )
     previous = current_alias_version(client, name, alias)
     if previous == str(version):
         return previous
@@ -99,12 +111,29 @@ def run_metric(client: MlflowClient, run_id: str, key: str) -> float | None:
 def decide(
     params: RegisterParams, f1: float, champion_version: str | None, champion_f1: float | None
 ) -> tuple[bool, str]:
-    """The quality gate: above the floor and not worse than the current champion."""
-    if f1 < params.min_f1_macro:
-        return False, f"f1_macro {f1:.4f} is below the gate register.min_f1_macro={params.min_f1_macro}"
-    if champion_version is not None and champion_f1 is not None and f1 < champion_f1:
-        return False, f"f1_macro {f1:.4f} is worse than champion v{champion_version} ({champion_f1:.4f})"
+    """Promote only a model above the floor and better than the current champion. A tie passes
+    the gate (:func:`gate_failure`) but does not move the alias: an identical retrain (a reverted
+    param) would otherwise cause a hot reload for nothing."""
+    failure = gate_failure(params, f1, champion_version, champion_f1)
+    if failure is not None:
+        return False, failure
+    if champion_version is not None and champion_f1 is not None and f1 <= champion_f1 + TIE_TOLERANCE:
+        return (
+            False,
+            f"f1_macro {f1:.4f} ties champion v{champion_version}; the alias moves only for a better model",
+        )
     return True, "passed the quality gate"
+
+
+def gate_failure(
+    params: RegisterParams, f1: float, champion_version: str | None, champion_f1: float | None
+) -> str | None:
+    """Why ``f1`` fails the quality gate (below the floor, or worse than the champion), or None."""
+    if f1 < params.min_f1_macro:
+        return f"f1_macro {f1:.4f} is below the gate register.min_f1_macro={params.min_f1_macro}"
+    if champion_version is not None and champion_f1 is not None and f1 < champion_f1 - TIE_TOLERANCE:
+        return f"f1_macro {f1:.4f} is worse than champion v{champion_version} ({champion_f1:.4f})"
+    return None
 
 
 def register_run(client: MlflowClient, params: RegisterParams, run: dict[str, Any], f1: float) -> Decision:
@@ -117,6 +146,10 @@ def register_run(client: MlflowClient, params: RegisterParams, run: dict[str, An
     with tracking.fluent_run_uri(client.tracking_uri):  # register_model has no client form
         version = mlflow.register_model(run["model_uri"], name).version
     client.set_model_version_tag(name, str(version), GATE_METRIC, f"{f1:.6f}")
+    failure = gate_failure(params, f1, champion, champion_f1)
+    client.set_model_version_tag(name, str(version), GATE_TAG, "failed" if failure else "passed")
+    if failure:
+        client.set_model_version_tag(name, str(version), f"{GATE_TAG}_reason", failure)
     promoted, reason = decide(params, f1, champion, champion_f1)
     if promoted:
         promote(client, name, str(version), alias)

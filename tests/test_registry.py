@@ -12,7 +12,7 @@ from ml import tracking
 from ml.errors import BadInputError, ModelNotFound, RegistryUnavailable
 from ml.model import load_model, mask_uri, parse_model_uri, resolve
 from ml.params import RegisterParams
-from ml.register import current_alias_version, decide, promote, rollback
+from ml.register import GATE_TAG, current_alias_version, decide, promote, register_run, rollback, run_metric
 
 GATE = RegisterParams(model_name="iris-classifier", alias="champion", min_f1_macro=0.9)
 
@@ -23,7 +23,7 @@ GATE = RegisterParams(model_name="iris-classifier", alias="champion", min_f1_mac
         (0.95, None, None, True, "passed"),  # first model, above the floor
         (0.85, None, None, False, "below the gate"),  # first model, below the floor
         (0.95, "1", 0.96, False, "worse than champion v1"),  # above floor, worse than champion
-        (0.96, "1", 0.96, True, "passed"),  # equal to the champion is not worse
+        (0.96, "1", 0.96, False, "ties champion v1"),  # a tie does not move the alias (no reload)
         (0.90, "1", 0.80, True, "passed"),  # exactly on the floor
     ],
 )
@@ -33,6 +33,40 @@ def test_quality_gate(
     ok, reason = decide(GATE, f1, champion, champion_f1)
     assert ok is promoted
     assert why in reason
+
+
+def _rerun(fresh_registry, version: str) -> dict[str, str]:
+    """The train_run.json of a version already registered (its model registered once more)."""
+    mv = fresh_registry.client.get_model_version("iris-classifier", version)
+    return {"model_uri": mv.source, "run_id": mv.run_id}
+
+
+def test_a_tie_is_registered_but_does_not_move_the_alias(fresh_registry) -> None:
+    client, v1 = fresh_registry.client, fresh_registry.champion_version
+    f1 = run_metric(client, client.get_model_version("iris-classifier", v1).run_id, "f1_macro")
+    assert f1 is not None
+    decision = register_run(client, GATE, _rerun(fresh_registry, v1), f1)
+    assert not decision.promoted and "ties champion" in decision.reason
+    assert current_alias_version(client, "iris-classifier", "champion") == v1
+    assert client.get_model_version("iris-classifier", decision.version).tags[GATE_TAG] == "passed"
+
+
+def test_promote_refuses_a_version_that_failed_the_gate_unless_forced(fresh_registry, monkeypatch) -> None:
+    client, v1 = fresh_registry.client, fresh_registry.champion_version
+    strict = RegisterParams(model_name="iris-classifier", alias="champion", min_f1_macro=0.999)
+    failed = register_run(client, strict, _rerun(fresh_registry, v1), 0.5)
+    assert not failed.promoted
+    tags = client.get_model_version("iris-classifier", failed.version).tags
+    assert tags[GATE_TAG] == "failed" and "below the gate" in tags[f"{GATE_TAG}_reason"]
+    with pytest.raises(BadInputError, match=f"v{failed.version} failed the quality gate.*--force"):
+        promote(client, "iris-classifier", failed.version, gate=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_registry.tracking_uri)
+    refused = CliRunner().invoke(app, ["promote", "--version", failed.version])
+    assert refused.exit_code == 2 and "below the gate" in refused.output and "--force" in refused.output
+    assert current_alias_version(client, "iris-classifier", "champion") == v1
+    forced = CliRunner().invoke(app, ["promote", "--version", failed.version, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert current_alias_version(client, "iris-classifier", "champion") == failed.version
 
 
 def test_promote_and_rollback_walk_the_history(fresh_registry) -> None:
