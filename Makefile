@@ -5,17 +5,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools system-deps demo test lint typecheck unit bench bench-full train lock clean kafka keda-scaler
+.PHONY: install tools system-deps plots-assets demo test lint typecheck unit bench bench-full train lock clean kafka keda-scaler
 
 install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]' || exit 2
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	touch $(STAMP)
+	@echo "install: [1/4] virtual environment $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "install: [2/4] pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "install: [3/4] $$(grep -c '==' requirements.lock) pinned packages from requirements.lock (about 90 s on a fresh machine)"
+	@$(BIN)/python -m pip install --quiet -r requirements.lock
+	@echo "install: [4/4] iris-scorer itself (editable)"
+	@$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . > $(VENV)/install-self.log 2>&1 \
+	  || { cat $(VENV)/install-self.log; exit 1; }
+	@touch $(STAMP)
+	@echo "install: done ($$($(BIN)/iris-scorer --version))"
 
 # Static-analysis tools for the deploy checks (checkov, hadolint, actionlint, kubernetes-validate)
 # live in their own venv: checkov's pins would fight the service's lock.
@@ -45,6 +51,21 @@ system-deps:
 	  { $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q $$missing >/dev/null; } || \
 	  { echo "could not install$$missing with apt-get: install it by hand" >&2; exit 1; }; \
 	fi
+
+# vega, vega-lite and vega-embed (pinned, from npm) for `dvc plots show` offline: the HTML template
+# .dvc/plots/offline.html loads them from here instead of a CDN.
+VEGA_DIR := .cache/vega
+VEGA_PACKAGES := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+
+plots-assets: $(VEGA_DIR)/vega-embed.min.js
+
+$(VEGA_DIR)/vega-embed.min.js:
+	@command -v npm >/dev/null || { echo "plots-assets: npm is needed to fetch $(VEGA_PACKAGES)" >&2; exit 1; }
+	@mkdir -p $(VEGA_DIR)
+	@cd $(VEGA_DIR) && npm pack --silent $(VEGA_PACKAGES) >/dev/null && \
+	  for t in vega-[0-9]*.tgz vega-lite-*.tgz vega-embed-*.tgz; do name=$${t%-*}; \
+	    tar -xzf $$t --strip-components=2 package/build/$$name.min.js || exit 1; done && rm -f *.tgz
+	@echo "plots-assets: $(VEGA_PACKAGES) in $(VEGA_DIR)"
 
 demo: install
 	$(BIN)/iris-scorer demo

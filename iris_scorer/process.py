@@ -1,5 +1,5 @@
 """What an entry point does to its own process, and nothing below it may: garbage-collector
-tuning and MLflow's HTTP retry defaults.
+tuning, MLflow's HTTP retry defaults and no MLflow progress bars in service logs.
 
 **Start-up without the cyclic garbage collector.** Importing MLflow, SQLAlchemy, scikit-learn,
 SciPy and pandas creates about a million objects, and the collector, triggered every few hundred
@@ -32,6 +32,8 @@ MLFLOW_FAST_FAIL_ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # a model load draws a "Downloading artifacts" progress bar per file into service logs
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -73,6 +75,7 @@ def settle_heap() -> None:
 
 
 def fail_fast_on_registry_outage() -> None:
-    """MLflow's HTTP retry defaults for this process (an operator's own settings win)."""
+    """MLflow's HTTP retry defaults, and no artifact progress bars, for this process (an
+    operator's own settings win)."""
     for key, value in MLFLOW_FAST_FAIL_ENV.items():
         os.environ.setdefault(key, value)

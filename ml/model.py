@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from ml import paths
 from ml.errors import BadInputError, ModelNotFound, ModelNotReady, RegistryUnavailable
+from ml.schema import FEATURES
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -126,10 +127,30 @@ def load_model(client: MlflowClient, uri: str, *, with_reference: bool = True) -
         raise RegistryUnavailable(f"could not load {version_uri}: {exc.message}") from None
     except OSError as exc:
         raise RegistryUnavailable(f"could not load {version_uri}: {exc}") from None
+    take_arrays(estimator, version_uri)
     classes = np.asarray([str(c) for c in estimator.classes_])
     return LoadedModel(
         ref=ref, uri=uri, estimator=estimator, classes=classes, data_hash=data_hash, reference=reference
     )
+
+
+def take_arrays(estimator: Any, version_uri: str) -> None:
+    """Check the column names the model was fitted on against :data:`~ml.schema.FEATURES`, then
+    let this in-memory copy take arrays: :mod:`ml.predict` passes rows already validated and put
+    in that order by :mod:`ml.schema`, without building a frame per batch (and without
+    scikit-learn's "X does not have valid feature names" warning). The registered artifact keeps
+    its names for MLflow's pyfunc and other users."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        return  # fitted on arrays (versions registered before names were kept)
+    if [str(n) for n in names] != list(FEATURES):
+        raise RegistryUnavailable(
+            f"could not load {version_uri}: it was fitted on columns {', '.join(map(str, names))}, "
+            f"not {', '.join(FEATURES)}."
+        )
+    for step in [estimator, *(s for _, s in getattr(estimator, "steps", []))]:
+        if "feature_names_in_" in vars(step):  # a Pipeline's is a property of its first step
+            del step.feature_names_in_
 
 
 def load_reference(client: MlflowClient, run_id: str) -> pd.DataFrame:

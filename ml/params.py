@@ -26,10 +26,11 @@ class PrepareParams(_Section):
 class TrainParams(_Section):
     classifier: Literal["logistic_regression", "random_forest"]
     seed: int = 42
-    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: keyword arguments of ``classifier`` (flat, so ``dvc exp run -S train.hyperparameters.C=0.5``)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
     def classifier_params(self) -> dict[str, Any]:
-        return dict(self.hyperparameters.get(self.classifier) or {})
+        return dict(self.hyperparameters)
 
 
 class RegisterParams(_Section):

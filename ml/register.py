@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from ml import paths, tracking
 from ml.errors import BadInputError, ModelNotFound
-from ml.params import RegisterParams, read_section
+from ml.params import RegisterParams, TrainParams, read_section
 from ml.settings import load_settings
 
 HISTORY_TAG = "alias_history.{alias}"
@@ -157,13 +157,33 @@ def register_run(client: MlflowClient, params: RegisterParams, run: dict[str, An
 
 
 def main() -> None:
+    """Log the trained model with its evaluation to MLflow, register it, and move the alias if it
+    passes the gate and beats the champion. Nothing here is a DVC output: run ids and versions
+    differ on every run, so they stay out of ``dvc.lock``."""
+    import pandas as pd
+
+    from ml.train import load_fitted, log_training_run
+
     params: RegisterParams = read_section("register")
+    train_params: TrainParams = read_section("train")
     settings = load_settings()
-    run = json.loads(paths.TRAIN_RUN.read_text())
-    f1 = float(json.loads(paths.METRICS.read_text())[GATE_METRIC])
+    summary = json.loads(paths.TRAIN_SUMMARY.read_text())
+    metrics = {k: float(v) for k, v in json.loads(paths.METRICS.read_text()).items()}
+    run = log_training_run(
+        load_fitted(),
+        train_params,
+        pd.read_csv(paths.TRAIN_DATA),
+        settings.mlflow_tracking_uri,
+        summary["data_md5"],
+        metrics=metrics,
+        artifacts=(paths.CONFUSION_PNG,),
+    )
     client = tracking.client(settings.mlflow_tracking_uri)
-    decision = register_run(client, params, run, f1)
-    paths.REGISTER_DECISION.write_text(json.dumps(asdict(decision), indent=2) + "\n")
+    decision = register_run(client, params, run, metrics[GATE_METRIC])
+    paths.REGISTER_DECISION.parent.mkdir(parents=True, exist_ok=True)
+    paths.REGISTER_DECISION.write_text(
+        json.dumps(asdict(decision) | {"run_id": run["run_id"]}, indent=2) + "\n"
+    )
     if decision.promoted:
         print(
             f"register: {decision.model_name} v{decision.version} is now @{decision.alias} ({decision.reason})"

@@ -1,9 +1,14 @@
-"""DVC stage ``train``: fit scaling + classifier, log params, model and reference data to MLflow."""
+"""DVC stage ``train``: fit scaling + classifier into ``data/model/model.pkl`` and its summary.
+
+The stage's outputs are deterministic (same data and params, same bytes), so ``dvc.lock`` does
+not change on a re-run. Logging to MLflow is a registry side effect and happens in ``register``
+(:func:`log_training_run`), which writes no cached output."""
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +29,6 @@ from ml.data import file_md5
 from ml.errors import ParamsError
 from ml.params import TrainParams, read_section
 from ml.schema import FEATURES
-from ml.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ def build_pipeline(params: TrainParams) -> Pipeline:
     """The estimator described by ``params``; invalid hyper-parameters raise :class:`ParamsError`."""
     cls = _CLASSIFIERS[params.classifier]
     hyper = params.classifier_params()
-    key = f"train.hyperparameters.{params.classifier}"
+    key = "train.hyperparameters"
     known = cls().get_params()
     unknown = sorted(set(hyper) - set(known))
     if unknown:
@@ -66,10 +70,11 @@ def build_pipeline(params: TrainParams) -> Pipeline:
 
 
 def fit(params: TrainParams, train: pd.DataFrame) -> Pipeline:
-    """Fit on a plain matrix: the model then takes arrays, which keeps the scoring path free of
-    DataFrame construction (MLflow's pyfunc still accepts frames through the signature)."""
+    """Fit on the frame, so the model knows its column names: MLflow's pyfunc and anyone who
+    loads it score frames without scikit-learn's feature-name warning. Our own scoring path
+    passes arrays in schema order (:func:`ml.model.load_model` checks the names)."""
     pipeline = build_pipeline(params)
-    pipeline.fit(train[list(FEATURES)].to_numpy(), train[paths.LABEL_COLUMN].to_numpy())
+    pipeline.fit(train[list(FEATURES)], train[paths.LABEL_COLUMN].to_numpy())
     return pipeline
 
 
@@ -84,9 +89,17 @@ def git_commit() -> str:
 
 
 def log_training_run(
-    pipeline: Pipeline, params: TrainParams, train: pd.DataFrame, tracking_uri: str, data_md5: str
+    pipeline: Pipeline,
+    params: TrainParams,
+    train: pd.DataFrame,
+    tracking_uri: str,
+    data_md5: str,
+    *,
+    metrics: dict[str, float] | None = None,
+    artifacts: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
-    """Log one MLflow run: params, model (with signature and example), reference data, lineage tags."""
+    """Log one MLflow run: params, model (with signature and example), reference data, lineage
+    tags, and the evaluation's ``metrics`` and ``artifacts`` (files logged under ``evaluation/``)."""
     client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(client, tracking_uri)
     features = train[list(FEATURES)]
@@ -95,11 +108,10 @@ def log_training_run(
             {"classifier": params.classifier, "seed": params.seed, **params.classifier_params()}
         )
         mlflow.set_tags({"git_commit": git_commit(), "dvc_data_md5": data_md5, "stage": "train"})
-        matrix = features.to_numpy()
         mlflow.log_metric(
-            "train_accuracy", float(pipeline.score(matrix, train[paths.LABEL_COLUMN].to_numpy()))
+            "train_accuracy", float(pipeline.score(features, train[paths.LABEL_COLUMN].to_numpy()))
         )
-        signature = infer_signature(features, pipeline.predict(matrix))
+        signature = infer_signature(features, pipeline.predict(features))
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",
@@ -113,21 +125,37 @@ def log_training_run(
             ref = Path(tmp) / Path(paths.REFERENCE_ARTIFACT).name
             features.to_parquet(ref, index=False)
             mlflow.log_artifact(str(ref), artifact_path=str(Path(paths.REFERENCE_ARTIFACT).parent))
+        if metrics:
+            mlflow.log_metrics(metrics)
+        for artifact in artifacts:
+            mlflow.log_artifact(str(artifact), artifact_path="evaluation")
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "experiment_id": experiment_id}
 
 
 def main() -> None:
     params: TrainParams = read_section("train")
-    pipeline = build_pipeline(params)  # fail on bad params before touching MLflow
-    settings = load_settings()
+    build_pipeline(params)  # fail on bad params first, naming the key
     train = pd.read_csv(paths.TRAIN_DATA)
     pipeline = fit(params, train)
-    result = log_training_run(
-        pipeline, params, train, settings.mlflow_tracking_uri, file_md5(paths.TRAIN_DATA)
-    )
-    paths.TRAIN_RUN.parent.mkdir(parents=True, exist_ok=True)
-    paths.TRAIN_RUN.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"train: classifier={params.classifier} run_id={result['run_id']}")
+    accuracy = float(pipeline.score(train[list(FEATURES)], train[paths.LABEL_COLUMN].to_numpy()))
+    paths.MODEL_FILE.parent.mkdir(parents=True, exist_ok=True)
+    paths.MODEL_FILE.write_bytes(pickle.dumps(pipeline, protocol=5))
+    summary = {
+        "classifier": params.classifier,
+        "seed": params.seed,
+        "hyperparameters": params.classifier_params(),
+        "train_accuracy": accuracy,
+        "train_rows": len(train),
+        "data_md5": file_md5(paths.TRAIN_DATA),
+    }
+    paths.TRAIN_SUMMARY.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(f"train: classifier={params.classifier} train_accuracy={accuracy:.4f} -> {paths.MODEL_FILE}")
+
+
+def load_fitted(path: Path = paths.MODEL_FILE) -> Pipeline:
+    """The pipeline the ``train`` stage wrote (this repository's own file)."""
+    pipeline: Pipeline = pickle.loads(path.read_bytes())  # noqa: S301 - written by our train stage
+    return pipeline
 
 
 if __name__ == "__main__":

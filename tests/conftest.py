@@ -60,9 +60,7 @@ def train_and_register(tracking_uri: str, *, classifier: str, promote: bool, see
     params = TrainParams(classifier=classifier, seed=seed)  # type: ignore[arg-type]
     pipeline = fit(params, train)
     run = log_training_run(pipeline, params, train, tracking_uri, data_md5="test")
-    predicted = pipeline.predict(
-        test[["sepal_length", "sepal_width", "petal_length", "petal_width"]].to_numpy()
-    )
+    predicted = pipeline.predict(test[["sepal_length", "sepal_width", "petal_length", "petal_width"]])
     metrics = compute_metrics(test["species"], predicted)
     client = tracking.client(tracking_uri)
     for key, value in metrics.items():
