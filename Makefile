@@ -85,7 +85,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install tools lint typecheck
+test: install tools plots-assets lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
