@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -178,25 +178,31 @@ def evaluate_drift(
     reference_name: str = "the reference data",
     current_name: str = "the current data",
     timestamp: datetime | None = None,
+    metadata: Mapping[str, str] | None = None,
+    tags: Sequence[str] = (),
 ) -> DriftResult:
     """Compare ``current`` with ``reference`` feature by feature (Evidently ``DataDriftPreset``).
 
     A feature drifts when its test says so (``params.method`` at ``params.threshold``: a p-value
     for statistical tests, a distance for distance methods); the data set drifts when at least
-    ``params.drift_share`` of the features drift.
+    ``params.drift_share`` of the features drift. ``metadata`` and ``tags`` go on the snapshot
+    (the workspace's dashboard filters and labels by them, :func:`ml.drift_reports.window_labels`).
     """
     cur = feature_frame(current, name=current_name)
     ref = feature_frame(reference, name=reference_name)
     ev = import_evidently()
     definition = ev.DataDefinition(numerical_columns=list(FEATURES))
+    from evidently.metrics import RowCount
+
     report = ev.Report(
         [
+            RowCount(),  # rows per window, for the workspace dashboard
             ev.presets.DataDriftPreset(
                 columns=list(FEATURES),
                 method=params.method,
                 threshold=params.threshold,
                 drift_share=params.drift_share,
-            )
+            ),
         ],
         include_tests=True,
     )
@@ -205,6 +211,8 @@ def evaluate_drift(
             current_data=ev.Dataset.from_pandas(cur, data_definition=definition),
             reference_data=ev.Dataset.from_pandas(ref, data_definition=definition),
             timestamp=timestamp,
+            metadata=dict(metadata or {}),
+            tags=list(tags),
         )
     except ValueError as exc:
         if "stattest" in str(exc).lower():

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ml.drift import Evaluator, FeatureDrift, evaluate_drift, import_evidently
-from ml.drift_reports import DriftWorkspace, drift_message, save_report
+from ml.drift_reports import DriftWorkspace, drift_message, report_stem, save_report, window_labels
 from ml.params import DriftParams
 from ml.schema import FEATURES
 
@@ -58,7 +58,11 @@ def run_window(
     start = datetime.fromtimestamp(task.started_at_s, UTC)
     end = datetime.fromtimestamp(task.ended_at_s, UTC)
     current = pd.DataFrame(task.rows, columns=list(FEATURES))
-    result = (evaluate or evaluate_drift)(task.reference, current, task.params)
+    metadata, tags = window_labels(report_stem(start, task.index), start, end, task.model_version, "stream")
+    if evaluate is None:
+        result = evaluate_drift(task.reference, current, task.params, metadata=metadata, tags=tags)
+    else:  # an injected evaluator (tests) takes the three positional arguments only
+        result = evaluate(task.reference, current, task.params)
     html, _ = save_report(
         result,
         task.reports_dir,

@@ -31,6 +31,38 @@ def report_stem(window_start: datetime, index: int) -> str:
     return f"{window_start.astimezone(UTC):%Y%m%dT%H%M%SZ}-w{index:06d}"
 
 
+def window_labels(
+    window_id: str, start: datetime, end: datetime, model_version: str | None, source: str
+) -> tuple[dict[str, str], list[str]]:
+    """A window snapshot's metadata and tags: what the workspace lists and filters by."""
+    version = model_version or "unknown"
+    metadata = {
+        "window_id": window_id,
+        "window_start": iso_utc(start),
+        "window_end": iso_utc(end),
+        "model_version": version,
+        "source": source,
+    }
+    return metadata, [source, f"model-v{version}"]
+
+
+def _with_header(
+    html: str, *, window_id: str, start: datetime, end: datetime, model_version: str | None, source: str
+) -> str:
+    """The report page, naming its window, time range, model version and source at the top."""
+    header = (
+        '<header id="iris-window" style="font-family:sans-serif;padding:12px 16px;border-bottom:1px solid #ddd">'
+        f'<h1 style="font-size:20px;margin:0">Drift of window {window_id}</h1>'
+        f'<p style="margin:4px 0 0">{iso_utc(start)} to {iso_utc(end)} · model version '
+        f"{model_version or 'unknown'} · source {source}</p></header>"
+    )
+    at = html.find("<body")
+    if at < 0:
+        return header + html
+    close = html.find(">", at) + 1
+    return html[:close] + header + html[close:]
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
@@ -46,6 +78,7 @@ def save_report(
     keep: int,
     index: int = 0,
     model_version: str | None = None,
+    source: str = "stream",
 ) -> tuple[Path, Path]:
     """Write ``<stem>.html`` (the Evidently report) and ``<stem>.json`` (the drift message plus the
     test parameters), then delete the oldest pairs beyond ``keep``. Returns (html, json)."""
@@ -56,10 +89,13 @@ def save_report(
         suffix += 1
         stem = f"{report_stem(window_start, index)}-{suffix}"
     html_path, json_path = directory / f"{stem}.html", directory / f"{stem}.json"
-    if result.snapshot is not None:
-        write_atomic(html_path, result.snapshot.get_html_str(as_iframe=False).encode())
-    else:  # a result built without Evidently (tests, custom evaluators): still a readable page
-        write_atomic(html_path, _plain_html(result).encode())
+    page = (
+        result.snapshot.get_html_str(as_iframe=False) if result.snapshot is not None else _plain_html(result)
+    )
+    page = _with_header(
+        page, window_id=stem, start=window_start, end=window_end, model_version=model_version, source=source
+    )
+    write_atomic(html_path, page.encode())
     document = drift_message(
         result,
         window_start=window_start,
@@ -142,6 +178,8 @@ class DriftWorkspace:
                 workspace = Workspace(str(self.path))
                 found = workspace.search_project(self.project_name)
                 project = found[0] if found else workspace.create_project(self.project_name)
+                if not workspace.get_dashboard(project.id).panels:
+                    workspace.save_dashboard(project.id, drift_dashboard())
                 self._workspace, self._project_id = workspace, project.id
             ref = self._workspace.add_run(self._project_id, result.snapshot, name=name)
             if self.keep is not None:
@@ -160,3 +198,37 @@ def add_to_workspace(
 ) -> str | None:
     """One-off :meth:`DriftWorkspace.add` (the monitor keeps one open instead)."""
     return DriftWorkspace(workspace_dir, keep=keep).add(result, name)
+
+
+def drift_dashboard() -> Any:
+    """The project's dashboard: drift share over time, each feature's p-value, rows per window
+    (stream and backfill snapshots alike; their tags and metadata tell them apart)."""
+    from evidently.sdk.models import DashboardModel, PanelMetric
+    from evidently.sdk.panels import bar_plot_panel, line_plot_panel
+
+    from ml.schema import FEATURES
+
+    return DashboardModel(
+        tabs=[],
+        panels=[
+            line_plot_panel(
+                "Drift share over time",
+                [
+                    PanelMetric(
+                        metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, legend="share"
+                    )
+                ],
+                description="Share of the four features whose drift test failed, per window.",
+            ),
+            line_plot_panel(
+                "Per-feature drift p-value",
+                [PanelMetric(metric="ValueDrift", metric_labels={"column": f}, legend=f) for f in FEATURES],
+                description="The stattest's p-value per feature (lower is more drift).",
+            ),
+            bar_plot_panel(
+                "Rows per window",
+                [PanelMetric(metric="RowCount", legend="rows")],
+                description="Rows evaluated in each window.",
+            ),
+        ],
+    )

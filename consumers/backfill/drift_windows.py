@@ -101,9 +101,12 @@ class DriftWindows:
         fallback_time: datetime,
         already_saved: int = 0,
         max_open_windows: int = DEFAULT_MAX_OPEN_WINDOWS,
+        workspace_dir: Path | None = None,
         allowed_lateness_ms: int | None = None,
     ) -> None:
         self.spec = spec
+        self.workspace_dir = workspace_dir
+        self._workspace: Any = None  # opened on the first window saved
         self.reference = reference
         self.params = params
         self.directory = directory
@@ -176,7 +179,7 @@ class DriftWindows:
 
     def _emit(self, rows: npt.NDArray[np.float64], start: datetime, end: datetime) -> None:
         from ml.drift import evaluate_drift
-        from ml.drift_reports import save_report
+        from ml.drift_reports import DriftWorkspace, report_stem, save_report, window_labels
 
         index = self.closed
         self.closed += 1
@@ -185,12 +188,15 @@ class DriftWindows:
         if len(rows) < self.min_rows:
             log_event(logger, "backfill drift window skipped", rows=len(rows), min_rows=self.min_rows)
             return
+        metadata, tags = window_labels(report_stem(start, index), start, end, self.model_version, "backfill")
         result = evaluate_drift(
             self.reference,
             pd.DataFrame(rows, columns=list(FEATURES)),
             self.params,
             reference_name="the model's reference data",
             current_name=f"backfill window {index}",
+            metadata=metadata,
+            tags=tags,
         )
         html, _ = save_report(
             result,
@@ -200,8 +206,13 @@ class DriftWindows:
             keep=self.keep,
             index=index,
             model_version=self.model_version,
+            source="backfill",
         )
         self.reports.append(str(html))
+        if self.workspace_dir is not None:  # beside the stream's windows, tagged "backfill"
+            if self._workspace is None:
+                self._workspace = DriftWorkspace(self.workspace_dir, keep=self.keep)
+            self._workspace.add(result, name=html.stem)
         log_event(
             logger,
             "backfill drift window",

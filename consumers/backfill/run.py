@@ -233,6 +233,7 @@ def _drift_windows(
         fallback_time=datetime.fromisoformat(scored_at.replace("Z", "+00:00")),
         already_saved=int(workspace.manifest.get("drift_saved", 0)) if workspace is not None else 0,
         max_open_windows=settings.drift_max_open_windows,
+        workspace_dir=settings.reports_dir / "workspace",
     )
 
 
