@@ -140,7 +140,9 @@ def test_headless_chromium_renders_the_project_page_with_plotted_panels(
     html = dom.stdout
     assert html.count("<svg") >= len(PANELS), "each panel is a drawn chart"
     assert html.count("MuiBarElement-root") == 5, "rows per window: one bar per snapshot"
-    assert "MuiLineElement" in html and all(f in html for f in FEATURES), "line series and a legend per feature"
+    assert "MuiLineElement" in html and all(f in html for f in FEATURES), (
+        "line series and a legend per feature"
+    )
     assert "No data" not in html
     shot = headless(url, tmp_path, f"--screenshot={ui['root'] / 'project.png'}")
     assert shot.returncode == 0 and (ui["root"] / "project.png").stat().st_size > 20_000
