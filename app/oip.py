@@ -39,10 +39,22 @@ class NotServed(BadInputError):
 
 
 class Inference:
-    """One decoded infer request: the feature matrix and what the response must hold."""
+    """One decoded infer request: the feature matrix and the outputs to return (name, binary)."""
 
-    def __init__(self, matrix: npt.NDArray[np.float64], request: Mapping[str, Any]) -> None:
-        self.matrix, self.request = matrix, request
+    def __init__(
+        self, matrix: npt.NDArray[np.float64], request: Mapping[str, Any], outputs: list[tuple[str, bool]]
+    ) -> None:
+        self.matrix, self.request, self.outputs = matrix, request, outputs
+
+
+def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """An object's optional ``parameters``, which must be a JSON object."""
+    value = obj.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(f"{where}: parameters must be an object, got {orjson.dumps(value).decode()[:40]}.")
+    return value
 
 
 def _bad(message: str) -> BadInputError:
@@ -93,6 +105,9 @@ def parse_infer(body: bytes, header_length: str | None) -> Inference:
         or not request["inputs"]
     ):
         raise _bad("request must be a JSON object with a non-empty 'inputs' array.")
+    if "id" in request and not isinstance(request["id"], str):
+        raise _bad("id must be a string.")
+    outputs = _requested(request)  # before scoring: a bad output list costs no model call
     tensors, offset = [], 0
     for index, tensor in enumerate(request["inputs"]):
         values, offset = _tensor_values(tensor, index, binary, offset)
@@ -101,7 +116,7 @@ def parse_infer(body: bytes, header_length: str | None) -> Inference:
         raise _bad(f"{len(binary) - offset} bytes of binary data after the last input tensor.")
     matrix = _matrix(tensors)
     _validate(matrix, tensors)
-    return Inference(matrix, request)
+    return Inference(matrix, request, outputs)
 
 
 def _tensor_values(
@@ -114,10 +129,10 @@ def _tensor_values(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise _bad(f"input '{name}': shape must be an array of non-negative integers, got {shape!r}.")
-    if datatype not in FLOATS:
+    if not isinstance(datatype, str) or datatype not in FLOATS:
         raise _bad(f"input '{name}': datatype must be FP32 or FP64, got {datatype!r}.")
     count = math.prod(shape)
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _params(tensor, f"input '{name}'").get("binary_data_size")
     if size is not None:
         if (
             not isinstance(size, int)
@@ -190,23 +205,28 @@ def _validate(matrix: npt.NDArray[np.float64], tensors: Sequence[Any]) -> None:
 
 def _requested(request: Mapping[str, Any]) -> list[tuple[str, bool]]:
     """The outputs to return, each with whether it is binary (Triton's extension)."""
-    default_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(_params(request, "request").get("binary_data_output", False))
     wanted = request.get("outputs")
-    if wanted is None:
+    if wanted is None or wanted == []:  # none asked for: all of them
         return [(name, default_binary) for name in OUTPUTS]
-    if not isinstance(wanted, list) or not all(isinstance(o, Mapping) and "name" in o for o in wanted):
+    if not isinstance(wanted, list) or not all(
+        isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in wanted
+    ):
         raise _bad("outputs must be an array of objects with a name.")
     unknown = [o["name"] for o in wanted if o["name"] not in OUTPUTS]
     if unknown:
         raise _bad(f"unknown output(s) {unknown}: this model has {', '.join(OUTPUTS)}.")
-    return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary))) for o in wanted]
+    return [
+        (o["name"], bool(_params(o, f"output '{o['name']}'").get("binary_data", default_binary)))
+        for o in wanted
+    ]
 
 
 def infer_response(inference: Inference, scores: Scores) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary tensors follow it."""
     outputs, blobs = [], []
     n = len(scores)
-    for name, binary in _requested(inference.request):
+    for name, binary in inference.outputs:
         if name == "label":
             labels = [str(x) for x in scores.labels]
             tensor: dict[str, Any] = {"name": name, "datatype": "BYTES", "shape": [n]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.openapi_oip import OIP_PROTECTED, oip_paths, oip_schemas
+from ml.model import parse_model_uri
 from ml.schema import PredictionModel, RecordModel
 from ml.settings import Settings
 
@@ -238,7 +239,7 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                 },
             }
         },
-        **oip_paths(),
+        **oip_paths(parse_model_uri(settings.model_uri)[0]),
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",

@@ -25,10 +25,19 @@ _TENSOR = {
 }
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _ANY = {"type": "object", "additionalProperties": True}
-_PARAMS = {
-    "name": {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-    "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}},
-}
+
+
+def _path_params(model_name: str) -> dict[str, Any]:
+    return {
+        "name": {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "description": "The served model's registered name (another name is a 404).",
+            "schema": {"type": "string", "examples": [model_name]},
+        },
+        "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}},
+    }
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -46,7 +55,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json({"$ref": "#/components/schemas/OipError"}, text[s]) for s in statuses}
 
 
-def _get(summary: str, op: str, ok: str, *errors: int, params: tuple[str, ...] = ()) -> dict[str, Any]:
+def _get(
+    summary: str, op: str, ok: str, *errors: int, params: tuple[str, ...] = (), model_name: str = ""
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "operationId": op,
@@ -54,11 +65,11 @@ def _get(summary: str, op: str, ok: str, *errors: int, params: tuple[str, ...] =
         "responses": {"200": _json(_ANY, ok), **_errors(*errors)},
     }
     if params:
-        operation["parameters"] = [_PARAMS[p] for p in params]
+        operation["parameters"] = [_path_params(model_name)[p] for p in params]
     return {"get": operation}
 
 
-def _infer(op: str, params: tuple[str, ...]) -> dict[str, Any]:
+def _infer(op: str, params: tuple[str, ...], model_name: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": "Score one FP32/FP64 [n, 4] tensor, or four [n] tensors named after the features: "
@@ -66,7 +77,7 @@ def _infer(op: str, params: tuple[str, ...]) -> dict[str, Any]:
             "extension (Inference-Header-Content-Length) is read and written.",
             "operationId": op,
             "tags": ["Open Inference Protocol v2"],
-            "parameters": [_PARAMS[p] for p in params],
+            "parameters": [_path_params(model_name)[p] for p in params],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("OipRequest")}},
@@ -110,19 +121,19 @@ def oip_schemas() -> dict[str, Any]:
     }
 
 
-def oip_paths() -> dict[str, Any]:
-    name, both = ("name",), ("name", "version")
+def oip_paths(model_name: str) -> dict[str, Any]:
+    name, both, m = ("name",), ("name", "version"), model_name
     return {
         "/v2": _get("Server metadata: name, version, extensions.", "v2_server", "Server metadata."),
         "/v2/health/live": _get("Liveness.", "v2_live", "Live."),
         "/v2/health/ready": _get("Readiness: 200 once a model is loaded.", "v2_ready", "Ready.", 503),
         "/v2/models/{name}": _get(
-            "Model metadata.", "v2_model", "Model metadata.", 401, 404, 503, params=name
+            "Model metadata.", "v2_model", "Model metadata.", 401, 404, 503, params=name, model_name=m
         ),
         "/v2/models/{name}/ready": _get(
-            "Model readiness.", "v2_model_ready", "Ready.", 404, 503, params=name
+            "Model readiness.", "v2_model_ready", "Ready.", 404, 503, params=name, model_name=m
         ),
-        "/v2/models/{name}/infer": _infer("v2_infer", name),
+        "/v2/models/{name}/infer": _infer("v2_infer", name, m),
         "/v2/models/{name}/versions/{version}": _get(
             "Model metadata of one version.",
             "v2_model_version",
@@ -131,9 +142,16 @@ def oip_paths() -> dict[str, Any]:
             404,
             503,
             params=both,
+            model_name=m,
         ),
         "/v2/models/{name}/versions/{version}/ready": _get(
-            "Readiness of one version.", "v2_model_version_ready", "Ready.", 404, 503, params=both
+            "Readiness of one version.",
+            "v2_model_version_ready",
+            "Ready.",
+            404,
+            503,
+            params=both,
+            model_name=m,
         ),
-        "/v2/models/{name}/versions/{version}/infer": _infer("v2_infer_version", both),
+        "/v2/models/{name}/versions/{version}/infer": _infer("v2_infer_version", both, m),
     }
