@@ -62,23 +62,31 @@ async def _drain(stream: AsyncIterator[bytes], budget: int) -> None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing anything over ``limit`` bytes before and while it is read."""
     declared = request.headers.get("content-length")
-    stream = request.stream()
     if declared is not None and declared.isdigit() and int(declared) > limit:
         if int(declared) <= DRAIN_MAX_BYTES:
-            await _drain(stream, DRAIN_MAX_BYTES)
+            await _drain(request.stream(), DRAIN_MAX_BYTES)
         raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit.")
+    # The ASGI messages directly (Starlette's ``stream()`` is an async generator per request; a
+    # one-record body is one message).
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                await _drain(stream, DRAIN_MAX_BYTES - size)
-                raise PayloadTooLarge(f"request body is over the {limit}-byte limit.")
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone("the client disconnected while sending the body.")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            if message.get("more_body", False):
+                await _drain(request.stream(), DRAIN_MAX_BYTES - size)
+            raise PayloadTooLarge(f"request body is over the {limit}-byte limit.")
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
             chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone("the client disconnected while sending the body.") from None
-    return b"".join(chunks)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def decode_json(body: bytes, *, nan_literals: bool = False) -> Any:

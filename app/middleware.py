@@ -2,7 +2,9 @@
 
 Labels use the route template (``/predict``), never the raw path, so cardinality stays bounded;
 the label children are cached. The access log line has method, route, status and duration:
-never headers (so never ``Authorization``), bodies or query strings.
+never headers (so never ``Authorization``), bodies or query strings. By default only requests
+that failed (status >= 400) are logged; ``IRIS_ACCESS_LOG=all`` logs every one (README, "Access
+log", weighs the two).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 class HttpObserver:
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: str = "errors") -> None:
         self.app = app
         self.metrics = metrics
-        self.access_log = access_log
+        #: status from which a request is logged: every request ("all"), 4xx/5xx ("errors"), none
+        self._log_from = {"all": 0, "errors": 400, "off": 1000}[access_log]
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._durations: dict[str, Any] = {}
 
@@ -63,7 +66,7 @@ class HttpObserver:
         if duration is None:
             duration = self._durations[template] = self.metrics.http_duration.labels(route=template)
         duration.observe(elapsed)
-        if self.access_log and log.isEnabledFor(logging.INFO):
+        if status >= self._log_from and log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             log_event(
                 log,

@@ -30,6 +30,9 @@ SOURCE = "rest"
 CSV = "text/csv"
 PARQUET = "application/vnd.apache.parquet"
 INVOCATION_TYPES = (JSON, CSV, PARQUET)
+#: requests up to this many rows are scored on the event loop when the model has a NumPy form
+#: (about 20 µs at 64 rows, 100 µs at 1,000); larger ones go to the micro-batcher's thread
+INLINE_MAX_ROWS = 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
 MLFLOW_VERSION = importlib.metadata.version("mlflow")
@@ -55,8 +58,14 @@ class AppState:
         def score_rest(matrix: Any) -> Scores:
             return scorer.score(matrix, SOURCE)
 
+        def cheap(rows: int) -> bool:
+            return rows <= INLINE_MAX_ROWS and holder.ready and holder.current.compiled is not None
+
         batcher = MicroBatcher(
-            score_rest, max_rows=settings.microbatch_max_size, max_wait_ms=settings.microbatch_max_wait_ms
+            score_rest,
+            max_rows=settings.microbatch_max_size,
+            max_wait_ms=settings.microbatch_max_wait_ms,
+            inline=cheap,
         )
         key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
         return cls(settings, holder, metrics, scorer, batcher, api_key=key)

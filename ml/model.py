@@ -6,6 +6,7 @@ swap) and :class:`LoadedModel` (version and the estimator that :mod:`ml.predict`
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import threading
@@ -21,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ml import paths
+from ml.compiled import Compiled, verified
 from ml.errors import BadInputError, ModelNotFound, ModelNotReady, RegistryUnavailable
 from ml.schema import FEATURES
 
@@ -48,10 +50,18 @@ class LoadedModel:
     classes: npt.NDArray[np.str_]
     data_hash: str | None = None
     reference: pd.DataFrame | None = field(default=None, repr=False)
+    #: ``predict_proba`` as NumPy operations (:mod:`ml.compiled`), when the pipeline has a known,
+    #: verified form; None: :func:`ml.predict.score` calls scikit-learn
+    compiled: Compiled | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.ref.name
+
+    @functools.cached_property
+    def class_names(self) -> tuple[str, ...]:
+        """``classes`` as Python strings (computed once: every prediction record uses them)."""
+        return tuple(str(c) for c in self.classes)
 
     @property
     def version(self) -> str:
@@ -68,6 +78,7 @@ class LoadedModel:
             "uri": self.uri,
             "classes": [str(c) for c in self.classes],
             "reference_rows": None if self.reference is None else len(self.reference),
+            "scoring": "numpy" if self.compiled is not None else "scikit-learn",
         }
 
 
@@ -130,7 +141,13 @@ def load_model(client: MlflowClient, uri: str, *, with_reference: bool = True) -
     take_arrays(estimator, version_uri)
     classes = np.asarray([str(c) for c in estimator.classes_])
     return LoadedModel(
-        ref=ref, uri=uri, estimator=estimator, classes=classes, data_hash=data_hash, reference=reference
+        ref=ref,
+        uri=uri,
+        estimator=estimator,
+        classes=classes,
+        data_hash=data_hash,
+        reference=reference,
+        compiled=verified(estimator, len(FEATURES)),
     )
 
 

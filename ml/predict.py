@@ -1,7 +1,8 @@
 """The one scoring function, and :class:`Scorer`, which records metrics around it.
 
 REST, stream and backfill all call :func:`score` (through :class:`Scorer`), so a prediction is
-computed one way only: one ``predict_proba`` call per batch of validated rows.
+computed one way only: one ``predict_proba`` call per batch of validated rows (or its verified
+NumPy form, :mod:`ml.compiled`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,27 @@ def score(model: LoadedModel, features: npt.NDArray[np.float64]) -> Scores:
     if features.shape[0] == 0:
         empty = np.empty(0, dtype=np.intp)
         return Scores(model.classes[empty], np.empty((0, len(model.classes))), model, empty)
-    # Rows were validated finite already: skip scikit-learn's second scan.
-    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        probabilities = model.estimator.predict_proba(features)
+    if model.compiled is not None:  # the same arithmetic as predict_proba, verified at load
+        probabilities = model.compiled(features)
+    else:
+        # Rows were validated finite already: skip scikit-learn's second scan.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            probabilities = model.estimator.predict_proba(features)
     index = probabilities.argmax(axis=1)
     return Scores(model.classes[index], probabilities, model, index)
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC to the millisecond (``2026-12-05T01:02:03.456Z``); formatted once per millisecond."""
+    global _stamp
+    ms = time.time_ns() // 1_000_000
+    if _stamp[0] != ms:  # one tuple, swapped whole: safe to read from any thread
+        at = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
+        _stamp = (ms, at.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    return _stamp[1]
 
 
 def prediction_records(
@@ -56,9 +69,23 @@ def prediction_records(
 ) -> list[dict[str, Any]]:
     """The ``iris.predictions`` message shape, one dict per scored row."""
     scored_at = scored_at or utc_now_iso()
-    classes = [str(c) for c in scores.model.classes]
-    rounded = np.round(scores.probabilities, 6).tolist()
+    classes = scores.model.class_names
     name, version = scores.model.name, scores.model.version
+    if len(ids) == 1:  # one request, one row: REST's common case, without the per-batch set-up
+        return [
+            {
+                "id": ids[0],
+                "label": classes[int(scores.index[0])],
+                "probabilities": dict(
+                    zip(classes, np.round(scores.probabilities[0], 6).tolist(), strict=True)
+                ),
+                "model_name": name,
+                "model_version": version,
+                "source": source,
+                "scored_at": scored_at,
+            }
+        ]
+    rounded = np.round(scores.probabilities, 6).tolist()
     return [
         {
             "id": record_id,
@@ -81,6 +108,7 @@ class Scorer:
         self.metrics = metrics
         self._latency: dict[str, Any] = {}
         self._batch: dict[str, Any] = {}
+        self._predictions: dict[tuple[str, str, str], Any] = {}  # label children, looked up once
 
     def score(self, features: npt.NDArray[np.float64], source: str) -> Scores:
         model = self.holder.current  # taken once: a swap mid-batch does not split the batch
@@ -97,15 +125,24 @@ class Scorer:
             self._batch[source] = self.metrics.batch_size.labels(source=source)
         latency.observe(elapsed)
         self._batch[source].observe(len(scores))
-        if len(scores):
-            classes = scores.model.classes
-            counts = np.bincount(scores.index, minlength=len(classes))
+        n = len(scores)
+        if n == 1:
+            self._counter(source, scores.model.version, scores.model.class_names[int(scores.index[0])]).inc()
+        elif n:
+            counts = np.bincount(scores.index, minlength=len(scores.model.classes))
             version = scores.model.version
-            for label, count in zip(classes.tolist(), counts.tolist(), strict=True):
+            for label, count in zip(scores.model.class_names, counts.tolist(), strict=True):
                 if count:
-                    self.metrics.predictions.labels(source=source, model_version=version, label=label).inc(
-                        count
-                    )
+                    self._counter(source, version, label).inc(count)
+
+    def _counter(self, source: str, version: str, label: str) -> Any:
+        key = (source, version, label)
+        child = self._predictions.get(key)
+        if child is None:
+            child = self._predictions[key] = self.metrics.predictions.labels(
+                source=source, model_version=version, label=label
+            )
+        return child
 
     def record_errors(self, source: str, reason: str, count: int = 1) -> None:
         self.metrics.prediction_errors.labels(source=source, reason=reason).inc(count)

@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     max_instances: int | None = Field(default=None, ge=1)
     microbatch_max_size: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=2.0, ge=0)
-    access_log: bool = True  # IRIS_ACCESS_LOG: one structured line per REST request
+    # IRIS_ACCESS_LOG: a structured line per REST request: "errors" (status >= 400, the
+    # default), "all", or "off"; true/false mean all/off. README "Access log" says why.
+    access_log: Literal["all", "errors", "off"] = "errors"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -100,6 +102,14 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
         return value
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _access_log_words(cls, value: object) -> object:
+        words = {"true": "all", "1": "all", "yes": "all", "false": "off", "0": "off", "no": "off"}
+        if isinstance(value, bool):
+            return "all" if value else "off"
+        return words.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
 
     @field_validator("kafka_group_instance_id", mode="before")
     @classmethod

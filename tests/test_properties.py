@@ -84,3 +84,19 @@ def test_scoring_a_batch_equals_scoring_its_rows(champion, batch: list[tuple[flo
         assert alone.labels[0] == together.labels[i]
         np.testing.assert_allclose(alone.probabilities[0], together.probabilities[i], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(together.probabilities.sum(axis=1), 1.0, rtol=1e-9)
+
+
+@given(records, st.booleans())
+@settings(max_examples=600, deadline=None)
+def test_the_float_fast_path_accepts_only_what_the_full_check_accepts_and_alike(
+    record: dict[str, object], require_id: bool
+) -> None:
+    from ml.schema import _check_fully, _valid_floats
+
+    fast = _valid_floats(record, require_id)
+    try:
+        full = _check_fully(record, require_id)
+    except RecordInvalid:
+        assert fast is None  # the fast path never accepts what the full check refuses
+        return
+    assert fast is None or fast == full

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pydantic
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -517,3 +518,61 @@ def test_csv_ids_keep_their_text_exactly() -> None:
 
     csv = b"id,sepal_length,sepal_width,petal_length,petal_width\n42,5.1,3.5,1.4,0.2\n007,5,3,1,0.2\n"
     assert [r.id for r in csv_records(csv, 10)] == ["42", "007"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "logged"),
+    [
+        (None, {415, 422}),  # the default: failed requests only
+        ("errors", {415, 422}),
+        ("all", {200, 415, 422}),
+        ("true", {200, 415, 422}),
+        ("off", set()),
+        ("false", set()),
+    ],
+)
+def test_the_access_log_setting_picks_which_requests_are_logged(
+    tiny_model: LoadedModel, caplog: pytest.LogCaptureFixture, setting: str | None, logged: set[int]
+) -> None:
+    overrides = {} if setting is None else {"access_log": setting}
+    app = create_app(settings(**overrides), holder=ModelHolder(tiny_model), metrics=Metrics())
+    caplog.set_level(logging.INFO, logger="app.access")
+    with TestClient(app) as test_client:
+        assert test_client.post("/predict", json=GOOD).status_code == 200
+        assert test_client.post("/predict", json=rec(sepal_length="abc")).status_code == 422
+        assert (
+            test_client.post("/predict", content=b"{}", headers={"content-type": "text/plain"}).status_code
+            == 415
+        )
+    statuses = {
+        record.__dict__["status"] for record in caplog.records if record.getMessage() == "http_request"
+    }
+    assert statuses == logged
+
+
+def test_a_misspelt_access_log_setting_is_refused_naming_the_choices() -> None:
+    with pytest.raises(pydantic.ValidationError, match="'all', 'errors' or 'off'"):
+        settings(access_log="sometimes")
+
+
+def test_a_body_in_many_messages_is_joined_and_the_last_message_over_the_limit_is_not_drained() -> None:
+    messages = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)  # a third receive would fail: nothing waits for a disconnect
+
+    async def run(limit: int) -> bytes:
+        request = Request({"type": "http", "method": "POST", "headers": [], "path": "/predict"}, receive)
+        return await read_body(request, limit)
+
+    assert asyncio.run(run(4096)) == b"abcd"
+    messages[:] = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd" * 4096, "more_body": False},
+    ]
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(run(4096))
+    assert messages == []
