@@ -38,9 +38,10 @@ $(TOOLS_STAMP): requirements-tools.txt
 
 # Debian packages the tests use from outside the venv, as package:command: kcat (a producer that
 # is not ours, for the compressed-input tests), prometheus (promtool and a real Prometheus for the
-# metrics and dashboard-query tests), chromium (headless rendering of /docs and Evidently's UI).
+# metrics and dashboard-query tests), chromium (headless rendering of /docs and Evidently's UI), wrk and hyperfine (the
+# load and start-up timers of `make bench`).
 # Installed with apt-get when missing (root, or sudo without a password).
-DEB_PACKAGES := kcat:kcat prometheus:promtool chromium:chromium
+DEB_PACKAGES := kcat:kcat prometheus:promtool chromium:chromium wrk:wrk hyperfine:hyperfine
 
 system-deps:
 	@missing=""; for pc in $(DEB_PACKAGES); do command -v $${pc#*:} >/dev/null || missing="$$missing $${pc%%:*}"; done; \
@@ -99,10 +100,10 @@ $(KEDA_SCALER): tools/keda-kafka-lag/go.mod tools/keda-kafka-lag/go.sum tools/ke
 	mkdir -p $(dir $(KEDA_SCALER))
 	cd tools/keda-kafka-lag && go build -trimpath -o $(CURDIR)/$(KEDA_SCALER) .
 
-bench: install
+bench: install system-deps
 	$(BIN)/python -m bench --quick
 
-bench-full: install
+bench-full: install system-deps
 	$(BIN)/python -m bench --full
 
 # Re-resolve requirements.in into the pinned requirements.lock.

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from bench import harness, scenarios
+from bench import harness, rest, scenarios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "rest" in only:
             print("scenario rest", flush=True)
-            report["scenarios"].append(scenarios.rest(mode, registry).to_json())
+            report["scenarios"].append(rest.rest(mode, registry).to_json())
         if "stream" in only or "drift" in only:
             print("scenario stream (+ drift overhead)", flush=True)
             stream_result, drift_result = scenarios.stream(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,7 +28,6 @@ from bench.harness import (
     ratio,
     start,
     stop,
-    wait_http,
 )
 from bench.registry import BenchRegistry
 
@@ -86,184 +83,7 @@ def mlflow_cli() -> str:
     return str(VENV_BIN / "mlflow")
 
 
-# =========================================================================== REST
-
-
-def _loadgen(url: str, concurrency: int, duration: float, body: dict[str, Any]) -> dict[str, Any]:
-    cmd = [PYTHON, "-m", "bench.loadgen", url, "--concurrency", str(concurrency), "--duration", str(duration)]
-    cmd += ["--warmup", "1", "--body", json.dumps(body)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=False)
-    if out.returncode != 0:
-        raise Skip(f"load generator failed: {out.stderr.strip()[-300:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
-@dataclass
-class RestSystem:
-    name: str
-    cmd: list[str]
-    port: int
-    url: str
-    ready_url: str
-    body: dict[str, Any]
-    env: dict[str, str]
-    proc: Proc | None = None
-
-
-def rest(mode: Mode, registry: BenchRegistry) -> ScenarioResult:
-    record = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-    result = ScenarioResult(
-        "rest",
-        "POST one record per request, closed loop, aiohttp load generator in its own process. "
-        "ours = `iris-scorer serve`; A = FastAPI naive (sync handler, pandas, 1 uvicorn worker); "
-        "B = `mlflow models serve --env-manager local --workers 1`.",
-        params={
-            "duration_s": mode.rest_duration_s,
-            "concurrency": list(mode.rest_concurrency),
-            "repeats": mode.repeats,
-        },
-    )
-    columns = []
-    for c in mode.rest_concurrency:
-        columns += [f"rps_c{c}", f"p50_ms_c{c}", f"p99_ms_c{c}", f"errors_c{c}"]
-    result.columns = [*columns, "rss_mb"]
-    hi, lo = max(mode.rest_concurrency), min(mode.rest_concurrency)
-    result.goals = [
-        Goal(f"throughput c{hi}: ours/A >= 2", f"rps_c{hi}", ">=", 2.0, "ours", "A_fastapi_naive"),
-        Goal(f"throughput c{hi}: ours/B >= 2", f"rps_c{hi}", ">=", 2.0, "ours", "B_mlflow_serve"),
-        Goal(f"p99 c{hi}: ours/A <= 1", f"p99_ms_c{hi}", "<=", 1.0, "ours", "A_fastapi_naive"),
-        Goal(f"p99 c{hi}: ours/B <= 1", f"p99_ms_c{hi}", "<=", 1.0, "ours", "B_mlflow_serve"),
-        Goal(f"p50 c{lo}: ours/A <= 1.10", f"p50_ms_c{lo}", "<=", 1.10, "ours", "A_fastapi_naive"),
-        *(Goal(f"errors c{c}: ours == 0", f"errors_c{c}", "<=", 0.0, "ours") for c in mode.rest_concurrency),
-    ]
-
-    # 1. the load generator's ceiling against a constant raw ASGI app
-    ceiling: dict[int, float] = {}
-    port = free_port()
-    trivial = start("trivial", [PYTHON, "-m", "bench.trivial_app", str(port)])
-    try:
-        wait_http(trivial, f"http://127.0.0.1:{port}/", timeout=30)
-        sample: dict[str, float] = {}
-        for c in mode.rest_concurrency:
-            out = _loadgen(f"http://127.0.0.1:{port}/", c, mode.rest_duration_s, record)
-            sample |= {f"rps_c{c}": out["rps"], f"p50_ms_c{c}": out["p50_ms"], f"p99_ms_c{c}": out["p99_ms"]}
-            sample[f"errors_c{c}"] = out["errors"]
-            result.notes.append(
-                f"load generator ceiling at c{c}: {out['rps']:.0f} req/s against a constant raw ASGI app "
-                f"(generator CPU share {out['loadgen_cpu_share']:.2f} of one core)"
-            )
-        result.add("ceiling_trivial_asgi", sample)
-        ceiling.update({c: sample[f"rps_c{c}"] for c in mode.rest_concurrency})
-    except Skip as exc:
-        result.skip("ceiling_trivial_asgi", str(exc))
-    finally:
-        stop(trivial)
-
-    env = registry.env()
-    systems: list[RestSystem] = []
-    p = free_port()
-    systems.append(
-        RestSystem(
-            "ours",
-            [iris_scorer(), "serve", "--port", str(p)],
-            p,
-            f"http://127.0.0.1:{p}/predict",
-            f"http://127.0.0.1:{p}/ready",
-            record,
-            env,
-        )
-    )
-    p = free_port()
-    systems.append(
-        RestSystem(
-            "A_fastapi_naive",
-            [PYTHON, "-m", "bench.baselines.fastapi_naive", str(p), registry.version_uri],
-            p,
-            f"http://127.0.0.1:{p}/predict",
-            f"http://127.0.0.1:{p}/health",
-            record,
-            env,
-        )
-    )
-    p = free_port()
-    systems.append(
-        RestSystem(
-            "B_mlflow_serve",
-            [
-                mlflow_cli(),
-                "models",
-                "serve",
-                "-m",
-                registry.version_uri,
-                "--env-manager",
-                "local",
-                "-p",
-                str(p),
-                "--workers",
-                "1",
-            ],
-            p,
-            f"http://127.0.0.1:{p}/invocations",
-            f"http://127.0.0.1:{p}/ping",
-            {"dataframe_records": [record]},
-            env,
-        )
-    )
-    result.notes.append("B runs with --workers 1 (uvicorn, one process), like A; ours is one process too.")
-
-    reason = module_available("app.server")
-    try:
-        for system in systems:
-            if system.name == "ours" and reason:
-                result.skip("ours", reason)
-                continue
-            system.proc = start(system.name, system.cmd, system.env)
-        for system in systems:
-            if system.proc is None:
-                continue
-            try:
-                wait_http(system.proc, system.ready_url, timeout=120, ok=lambda s: s == 200)
-                # one request first: its answer must be 200 (else the system is broken, not slow)
-                out = _loadgen(system.url, 1, 0.5, system.body)
-                if out["ok"] == 0:
-                    raise Skip(f"no successful request (statuses {out['statuses']}): {system.proc.tail(5)}")
-            except Skip as exc:
-                result.skip(system.name, str(exc))
-                stop(system.proc)
-                system.proc = None
-        live = [s for s in systems if s.proc is not None]
-        for _round, name in interleave([s.name for s in live], mode.repeats):
-            system = next(s for s in live if s.name == name)
-            assert system.proc is not None
-            if not system.proc.alive():
-                continue
-            sample = {}
-            for c in mode.rest_concurrency:
-                out = _loadgen(system.url, c, mode.rest_duration_s, system.body)
-                sample |= {
-                    f"rps_c{c}": out["rps"],
-                    f"p50_ms_c{c}": out["p50_ms"],
-                    f"p99_ms_c{c}": out["p99_ms"],
-                }
-                sample[f"errors_c{c}"] = out["errors"]
-            sample["rss_mb"] = system.proc.rss_mb() or 0.0
-            result.add(name, sample)
-            for c in mode.rest_concurrency:
-                limit = ceiling.get(c)
-                if limit and sample[f"rps_c{c}"] > 0.6 * limit:
-                    result.notes.append(
-                        f"{name} at c{c} reached over 60% of the load generator's ceiling ({limit:.0f} req/s): "
-                        "the generator may be limiting it."
-                    )
-            print(f"  rest {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in sample.items()), flush=True)
-    finally:
-        for system in systems:
-            if system.proc is not None:
-                stop(system.proc)
-    result.notes = list(dict.fromkeys(result.notes))
-    return result
-
+# REST: bench/rest.py (wrk-driven)
 
 # =========================================================================== stream
 

@@ -19,7 +19,6 @@ from bench.harness import (
     spread,
     summarise,
 )
-from bench.loadgen import percentile
 
 
 def test_median_and_spread_of_repeats() -> None:
@@ -86,13 +85,6 @@ def test_summarise_and_goals_from_runs() -> None:
         ],
     )
     assert [(g["value"], g["pass"]) for g in goals] == [(2.0, True), (2.0, False), (0.0, True), (None, None)]
-
-
-def test_percentile_nearest_rank() -> None:
-    values = [float(i) for i in range(1, 101)]
-    assert percentile(values, 0.5) == 51.0  # index round(49.5) = 50
-    assert percentile(values, 0.99) == 99.0
-    assert percentile([], 0.5) is None
 
 
 def test_markdown_table_shows_medians_ratios_and_verdicts() -> None:
