@@ -213,7 +213,10 @@ def serve(
     server = _Server(config)
     on_ready()
     try:
-        stopped_by = asyncio.run(_serve_until_signal(server))
+        # on the loop uvicorn's `loop` setting picks ("auto": uvloop when installed), as uvicorn.run
+        # would; a bare asyncio.run is the stdlib loop, about 25 µs more CPU per request
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            stopped_by = runner.run(_serve_until_signal(server))
     except SystemExit:  # uvicorn exits 1 when it cannot bind or the lifespan fails
         stopped_by = None
     if not server.started:

@@ -64,6 +64,12 @@ def utc_now_iso() -> str:
     return _stamp[1]
 
 
+def round6(p: float) -> float:
+    """``np.round(p, 6)`` for one Python float, bit for bit: NumPy multiplies by 10**6, rounds half
+    to even and divides back, and so does this (Python's ``round`` without digits is half-even)."""
+    return round(p * 1e6) / 1e6
+
+
 def prediction_records(
     ids: Sequence[str | None], scores: Scores, source: str, scored_at: str | None = None
 ) -> list[dict[str, Any]]:

@@ -100,3 +100,13 @@ def test_the_float_fast_path_accepts_only_what_the_full_check_accepts_and_alike(
         assert fast is None  # the fast path never accepts what the full check refuses
         return
     assert fast is None or fast == full
+
+
+@given(
+    st.floats(min_value=0.0, max_value=1.0) | st.sampled_from([0.5e-6, 1.5e-6, 2.5e-6, 0.1234565, 0.9999995])
+)
+@settings(max_examples=2000, deadline=None)
+def test_one_row_rounding_is_numpys_bit_for_bit(p: float) -> None:
+    from ml.predict import round6
+
+    assert round6(p) == float(np.round(np.float64(p), 6))

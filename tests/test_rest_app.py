@@ -223,3 +223,21 @@ def test_concurrent_requests_are_coalesced_into_fewer_scoring_calls(champion: Lo
     assert calls is not None and single_row_calls is not None
     assert single_row_calls < calls  # at least one call scored more than one request
     assert calls < n
+
+
+def test_serve_runs_on_the_event_loop_uvicorn_picks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's "auto" loop is uvloop when installed (as in the lock): the service must run on it,
+    not on the stdlib loop a plain ``asyncio.run`` would give (about a third of the CPU per
+    request of a trivial route; bench/RESULTS.md)."""
+    import app.server
+    from ml.settings import Settings
+
+    seen: dict[str, type] = {}
+
+    async def fake_serve(server: Any) -> None:
+        seen["loop"] = type(asyncio.get_running_loop())
+        server.started = True
+
+    monkeypatch.setattr(app.server, "_serve_until_signal", fake_serve)
+    app.server.serve(Settings(), port=0)
+    assert seen["loop"].__module__.startswith("uvloop"), seen["loop"]
