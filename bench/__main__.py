@@ -1,4 +1,4 @@
-"""``python -m bench --quick|--full [--only rest,stream,backfill]`` — see bench/harness.py."""
+"""``python -m bench --quick|--full [--only rest,stream,backfill,startup]`` — see bench/harness.py."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="5 repeats, large sizes")
     parser.add_argument(
         "--only",
-        default="rest,stream,stream_real,backfill",
-        help="comma-separated: rest,stream,drift,stream_real,backfill (stream_real: on a local Apache Kafka)",
+        default="rest,stream,stream_real,backfill,startup",
+        help="comma-separated: rest,stream,drift,stream_real,backfill,startup (stream_real: on a local Apache Kafka)",
     )
     args = parser.parse_args(argv)
     mode = scenarios.FULL if args.full else scenarios.QUICK
@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         if "backfill" in only:
             print("scenario backfill", flush=True)
             report["scenarios"].append(scenarios.backfill(mode, registry).to_json())
+        if "startup" in only:
+            print("scenario startup (hyperfine)", flush=True)
+            from bench.startup import startup
+
+            report["scenarios"].append(startup(mode, registry).to_json())
     finally:
         report["wall_seconds"] = time.perf_counter() - t_start
         json_path, md_path = harness.write_report(report)

@@ -17,7 +17,6 @@ import typer
 from iris_scorer import batch_commands, process
 from iris_scorer.settings_env import settings_from_env
 from ml.errors import IrisError
-from ml.settings import load_settings
 
 app = typer.Typer(
     name="iris-scorer",
@@ -197,6 +196,7 @@ def broker(
 ) -> None:
     """Embedded Kafka-protocol broker for dev and tests (librdkafka mock cluster, in memory)."""
     from consumers.broker import run_broker
+    from ml.settings import load_settings
 
     settings = load_settings()
     topics = (settings.requests_topic, settings.predictions_topic, settings.dlq_topic, settings.drift_topic)

@@ -17,6 +17,7 @@ scikit-learn as before. A compiled form is used only after it matched the estima
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,13 +53,13 @@ def _steps(estimator: Any) -> list[Any]:
     return [step for _, step in steps if step not in (None, "passthrough")]
 
 
-def compile_estimator(estimator: Any) -> Compiled | None:
+def compile_estimator(estimator: Any) -> Linear | None:
     """The NumPy form of ``estimator.predict_proba``, or None when it is not one we know."""
     *transforms, final = _steps(estimator)
     if not _logistic(final) or not all(_scaler(step) for step in transforms):
         return None
     weights, intercept = _folded(transforms, final)
-    return _head(weights, intercept, binary=len(final.classes_) <= 2)
+    return Linear(weights, intercept, binary=len(final.classes_) <= 2)
 
 
 def _folded(scalers: list[Any], logistic: Any) -> tuple[Matrix, Matrix]:
@@ -77,11 +78,20 @@ def _folded(scalers: list[Any], logistic: Any) -> tuple[Matrix, Matrix]:
     return np.ascontiguousarray(weights), intercept
 
 
-def _head(weights: Matrix, intercept: Matrix, *, binary: bool) -> Compiled:
-    def predict_proba(x: Matrix) -> Matrix:
-        decision: Matrix = x @ weights
-        decision += intercept
-        if binary:  # scikit-learn's _predict_proba_lr: expit of the one decision column
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """``predict_proba`` of a (scaled) logistic regression: ``softmax(x @ weights + intercept)``, or
+    the expit of the one decision column when ``binary``. Plain arrays, so the form can be kept
+    on disk (:mod:`ml.model_cache`) and rebuilt without scikit-learn."""
+
+    weights: Matrix
+    intercept: Matrix
+    binary: bool
+
+    def __call__(self, x: Matrix) -> Matrix:
+        decision: Matrix = x @ self.weights
+        decision += self.intercept
+        if self.binary:  # scikit-learn's _predict_proba_lr: expit of the one decision column
             with np.errstate(over="ignore"):  # exp overflows to inf for very negative decisions: p = 0
                 positive = 1.0 / (1.0 + np.exp(-decision[:, 0]))
             return np.column_stack([1.0 - positive, positive])
@@ -89,8 +99,6 @@ def _head(weights: Matrix, intercept: Matrix, *, binary: bool) -> Compiled:
         np.exp(decision, out=decision)
         decision /= decision.sum(axis=1, keepdims=True)
         return decision
-
-    return predict_proba
 
 
 def probe_rows(estimator: Any, n_features: int, rows: int = PROBE_ROWS) -> Matrix:
@@ -104,7 +112,7 @@ def probe_rows(estimator: Any, n_features: int, rows: int = PROBE_ROWS) -> Matri
     return np.ascontiguousarray(np.vstack([body, edges]), dtype=np.float64)
 
 
-def verified(estimator: Any, n_features: int) -> Compiled | None:
+def verified(estimator: Any, n_features: int) -> Linear | None:
     """:func:`compile_estimator`, kept only if it agrees with ``estimator.predict_proba`` on probe rows."""
     compiled = compile_estimator(estimator)
     if compiled is None:

@@ -12,19 +12,20 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from ml import paths
 from ml.compiled import Compiled, verified
 from ml.errors import BadInputError, ModelNotFound, ModelNotReady, RegistryUnavailable
 from ml.schema import FEATURES
+
+if TYPE_CHECKING:  # MLflow and pandas are imported where used: about 1 s that a backfill whose
+    # model comes from the verified cache (:mod:`ml.model_cache`) never pays
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -38,6 +39,9 @@ class ModelRef:
     alias: str | None
     run_id: str | None
     source: str | None = None
+    #: the version's creation time (ms since the epoch), part of its identity: a registered model
+    #: deleted and registered again starts at version 1 with other artifacts
+    created: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +103,8 @@ def mask_uri(uri: str) -> str:
 
 def resolve(client: MlflowClient, uri: str) -> ModelRef:
     """Which version ``uri`` points at now. Cheap: one registry call."""
+    from mlflow.exceptions import MlflowException
+
     name, alias, version = parse_model_uri(uri)
     try:
         if alias is not None:
@@ -113,7 +119,10 @@ def resolve(client: MlflowClient, uri: str) -> ModelRef:
         raise RegistryUnavailable(_unreachable(client, exc)) from None
     except Exception as exc:  # connection refused, DNS, SQL errors: all mean "registry not usable"
         raise RegistryUnavailable(_unreachable(client, exc)) from None
-    return ModelRef(name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, source=mv.source)
+    created = int(mv.creation_timestamp) if mv.creation_timestamp is not None else None
+    return ModelRef(
+        name=name, version=str(mv.version), alias=alias, run_id=mv.run_id, source=mv.source, created=created
+    )
 
 
 def _unreachable(client: MlflowClient, exc: BaseException) -> str:
@@ -123,6 +132,9 @@ def _unreachable(client: MlflowClient, exc: BaseException) -> str:
 
 def load_model(client: MlflowClient, uri: str, *, with_reference: bool = True) -> LoadedModel:
     """Resolve ``uri`` and load that version, its reference data and its lineage tags."""
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
     ref = resolve(client, uri)
     version_uri = f"models:/{ref.name}/{ref.version}"
     try:
@@ -171,6 +183,8 @@ def take_arrays(estimator: Any, version_uri: str) -> None:
 
 
 def load_reference(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    import pandas as pd
+
     with tempfile.TemporaryDirectory() as tmp:
         local = client.download_artifacts(run_id, paths.REFERENCE_ARTIFACT, tmp)
         return pd.read_parquet(Path(local))

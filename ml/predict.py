@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import sklearn
 
 from ml.metrics import Metrics
 from ml.model import LoadedModel, ModelHolder
@@ -44,6 +43,8 @@ def score(model: LoadedModel, features: npt.NDArray[np.float64]) -> Scores:
     if model.compiled is not None:  # the same arithmetic as predict_proba, verified at load
         probabilities = model.compiled(features)
     else:
+        import sklearn  # here, not at the top: a compiled model is scored without scikit-learn
+
         # Rows were validated finite already: skip scikit-learn's second scan.
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             probabilities = model.estimator.predict_proba(features)

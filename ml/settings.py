@@ -19,6 +19,11 @@ from ml.errors import SettingsError
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "iris-scorer" / "models")
+
+
 class Settings(BaseSettings):
     """Process configuration. Every field maps to one environment variable (``IRIS_<FIELD>``)."""
 
@@ -57,6 +62,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
     )
     model_poll_seconds: float = Field(default=30.0, gt=0)
+    #: where backfill keeps each version's verified NumPy form (:mod:`ml.model_cache`); "": none
+    model_cache_dir: str = Field(default_factory=lambda: _default_cache_dir())
 
     # Stream batching
     batch_max_records: int = Field(default=500, ge=1, le=100_000)

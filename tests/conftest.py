@@ -23,6 +23,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from iris_scorer.process import fail_fast_on_registry_outage
 
     fail_fast_on_registry_outage()
+    # backfill's cache of verified model forms (ml.model_cache): one per test run, not ~/.cache
+    import os
+    import tempfile
+
+    os.environ.setdefault("IRIS_MODEL_CACHE_DIR", tempfile.mkdtemp(prefix="iris-test-model-cache-"))
 
 
 @dataclass

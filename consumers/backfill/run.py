@@ -94,13 +94,9 @@ def run_backfill(
     files = inputs.discover_inputs(options.input) if options.input is not None else []
     owned = inputs.shard_files(files, *options.shard)
 
-    from ml import tracking
-    from ml.model import load_model
-
-    client = tracking.client(settings.mlflow_tracking_uri)
-    model = load_model(client, options.model_uri or settings.model_uri, with_reference=spec is not None)
+    model = _load(settings, options.model_uri or settings.model_uri, with_reference=spec is not None)
     compare_model = (
-        load_model(client, options.compare_with, with_reference=False) if options.compare_with else None
+        _load(settings, options.compare_with, with_reference=False) if options.compare_with else None
     )
     scorer = Scorer(ModelHolder(model), Metrics())
 
@@ -235,6 +231,25 @@ def _drift_windows(
         max_open_windows=settings.drift_max_open_windows,
         workspace_dir=settings.reports_dir / "workspace",
     )
+
+
+def _load(settings: Settings, uri: str, *, with_reference: bool) -> LoadedModel:
+    """The version ``uri`` resolves to now: its verified NumPy form from the cache when there is one
+    (no MLflow or scikit-learn import, :mod:`ml.model_cache`), else loaded through MLflow and cached."""
+    from ml import model_cache
+
+    cache, tracking_uri = settings.model_cache_dir, settings.mlflow_tracking_uri
+    if not with_reference:  # reference data for drift windows come from the run's artifacts
+        cached = model_cache.load_cached(cache, tracking_uri, uri)
+        if cached is not None:
+            log_event(logger, "model_loaded", logging.DEBUG, uri=uri, version=cached.version, source="cache")
+            return cached
+    from ml import tracking
+    from ml.model import load_model
+
+    model = load_model(tracking.client(tracking_uri), uri, with_reference=with_reference)
+    model_cache.store(cache, tracking_uri, model)
+    return model
 
 
 def _fingerprint(
