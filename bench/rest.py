@@ -128,7 +128,7 @@ def rest(mode: Any, registry: BenchRegistry) -> ScenarioResult:
     result.columns = [
         f"{m}_c{c}" for c in mode.rest_concurrency for m in ("rps", "p50_ms", "p99_ms", "errors")
     ]
-    result.columns.append("rss_mb")
+    result.columns += [f"cpu_us_per_req_c{hi}", "rss_mb"]
     result.goals = goals(hi, lo)
     reason = wrk.available()
     if reason:
@@ -168,7 +168,12 @@ def rest(mode: Any, registry: BenchRegistry) -> ScenarioResult:
             body = json.dumps(system.body).encode()
             sample: dict[str, float] = {}
             for c in mode.rest_concurrency:
+                cpu0 = system.proc.cpu_seconds()
                 out = wrk.run(system.url, c, mode.rest_duration_s, body, threads=1 if c == 1 else 2)
+                cpu1 = system.proc.cpu_seconds()
+                if cpu0 is not None and cpu1 is not None and out["requests"]:
+                    # server CPU per request (the cost model in bench/RESULTS.md is built from it)
+                    sample[f"cpu_us_per_req_c{c}"] = (cpu1 - cpu0) / out["requests"] * 1e6
                 sample |= {
                     f"rps_c{c}": out["rps"],
                     f"p50_ms_c{c}": out["p50_ms"],

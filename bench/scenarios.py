@@ -400,7 +400,7 @@ def timed(name: str, cmd: list[str], env: dict[str, str], timeout: float = 3600)
     """Wall time and peak RSS (GNU time's %M, else psutil sampling) of one command."""
     gnu_time = Path("/usr/bin/time")
     with tempfile.NamedTemporaryFile(suffix=".time") as out:
-        full = [str(gnu_time), "-f", "%M", "-o", out.name, *cmd] if gnu_time.exists() else cmd
+        full = [str(gnu_time), "-f", "%M %U %S", "-o", out.name, *cmd] if gnu_time.exists() else cmd
         proc = start(name, full, env)
         try:
             with RssSampler(proc, 0.2) as rss:
@@ -414,10 +414,14 @@ def timed(name: str, cmd: list[str], env: dict[str, str], timeout: float = 3600)
             stop(proc)
         if proc.popen.returncode != 0:
             raise Skip(f"{name} exited with {proc.popen.returncode}: {proc.tail(4)}")
-        peak = rss.peak_mb
-        with contextlib.suppress(ValueError, OSError):
-            peak = max(int(Path(out.name).read_text().split()[-1]) / 1024, 0.0)
-    return {"wall_s": wall, "peak_rss_mb": peak}
+        peak, cpu = rss.peak_mb, None
+        with contextlib.suppress(ValueError, OSError, IndexError):
+            kb, user, system = Path(out.name).read_text().split()[-3:]
+            peak, cpu = max(int(kb) / 1024, 0.0), float(user) + float(system)
+    sample = {"wall_s": wall, "peak_rss_mb": peak}
+    if cpu is not None:
+        sample["cpu_s"] = cpu  # user + system, all threads (the cost model's per-row CPU)
+    return sample
 
 
 def backfill_commands(
@@ -463,7 +467,7 @@ def backfill(mode: Mode, registry: BenchRegistry) -> ScenarioResult:
         "JSON); F = pandas script (read all, one predict_proba, write). Peak RSS from GNU time (%M).",
         params={"rows": list(mode.backfill_rows), "repeats": mode.repeats},
     )
-    result.columns = ["wall_s", "rows_per_s", "peak_rss_mb", "rss_ratio"]
+    result.columns = ["wall_s", "rows_per_s", "cpu_s", "peak_rss_mb", "rss_ratio"]
     if max(mode.backfill_rows) < 1_000_000:
         result.notes.append(
             "At this size every system's wall time is dominated by 3-5 s of process start-up (imports, "

@@ -52,7 +52,7 @@ def run(url: str, connections: int, duration: float, body: bytes, threads: int =
             "-c",
             str(connections),
             "-d",
-            f"{duration}s",
+            f"{max(1, round(duration))}s",  # whole seconds: wrk reads "4.0s" as a bad argument
             "--latency",
             "-s",
             str(script),

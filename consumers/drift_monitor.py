@@ -41,6 +41,10 @@ class _Job:
     model: LoadedModel
 
 
+#: a window skipped by design is not a warning (at 100k msg/s the budget skips hundreds a second)
+_SKIP_LEVELS = {"too_few_rows": logging.INFO, "budget": logging.DEBUG}
+
+
 class DriftMonitor:
     """Drift windows over the scored stream, evaluated off the hot path.
 
@@ -66,6 +70,7 @@ class DriftMonitor:
         clock: Callable[[], float] = time.time,
         use_process: bool | None = None,
         window_job: Callable[[WindowTask], WindowOutcome] = run_window,
+        budget_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -95,6 +100,13 @@ class DriftMonitor:
         self._use_process = (evaluator is None) if use_process is None else use_process
         self._child: DriftProcess | None = None
         self._window_job = window_job
+        # The CPU budget: an evaluation that took t CPU seconds is followed by t * (1/share - 1)
+        # seconds in which closed windows are skipped (reason="budget"), so evaluations take at
+        # most IRIS_DRIFT_CPU_SHARE of a core whatever the message rate (one window every few ms
+        # at 100k msg/s is not a reason to spend a core on Evidently)
+        self._share = settings.drift_cpu_share
+        self._budget_clock = budget_clock
+        self._next_eval_at = float("-inf")
 
     # -- called by the stream worker
 
@@ -176,7 +188,7 @@ class DriftMonitor:
         log_event(
             logger,
             "drift_window_skipped",
-            logging.WARNING if reason != "too_few_rows" else logging.INFO,
+            _SKIP_LEVELS.get(reason, logging.WARNING),
             reason=reason,
             window=window.index,
             rows=window.rows,
@@ -188,6 +200,8 @@ class DriftMonitor:
             self._skip(window, window.skip_reason)
         elif model.reference is None:
             self._skip(window, "no_reference")
+        elif self._budget_clock() < self._next_eval_at:
+            self._skip(window, "budget")
         else:
             try:
                 self._queue.put_nowait(_Job(window, rows, model))
@@ -204,13 +218,17 @@ class DriftMonitor:
                 continue
             if job is None:
                 return
+            cost: float | None = None
             try:
-                self._process(job)
+                cost = self._process(job)
             except Exception:
                 self.metrics.drift_windows_skipped.labels(reason="error").inc()
                 logger.exception("drift_window_failed", extra={"window": job.window.index})
+            if cost is not None and self._share < 1.0:  # a killed or timed-out window is not charged
+                self._next_eval_at = self._budget_clock() + cost * (1.0 / self._share - 1.0)
 
-    def _process(self, job: _Job) -> None:
+    def _process(self, job: _Job) -> float | None:
+        """Evaluate one window: the CPU seconds it took, or None if it was not evaluated."""
         window, model = job.window, job.model
         assert model.reference is not None
         task = WindowTask(
@@ -229,10 +247,10 @@ class DriftMonitor:
             child = self._child
             if child is None:  # stopped meanwhile
                 self._skip(window, "stopped")
-                return
+                return None
             child_outcome = child.evaluate(window, task)
             if child_outcome is None:
-                return
+                return None
             outcome = child_outcome
         else:
             outcome = run_window(task, self._evaluate, self._workspace)
@@ -262,3 +280,4 @@ class DriftMonitor:
             model_version=model.version,
             report=outcome.report,
         )
+        return outcome.cpu_s

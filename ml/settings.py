@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # backfill --drift-window 1h: event-time windows open at once; a row older than them is late
     drift_max_open_windows: int = Field(default=8, ge=1)
     drift_queue_size: int = Field(default=4, ge=1)
+    # at most this share of one core spent evaluating windows (later windows skipped, counted
+    # as reason="budget", until the last evaluation's time is paid back); 1: no limit
+    drift_cpu_share: float = Field(default=0.1, gt=0, le=1)
     # one window's evaluation in the drift process; beyond it the child is killed and replaced
     drift_eval_timeout_s: float = Field(default=120.0, gt=0)
     reports_dir: Path = Path("reports")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -458,3 +459,74 @@ def test_only_a_drift_computing_process_registers_drift_metrics() -> None:
     assert drift <= names(Metrics(drift=True))
     assert not drift & names(Metrics(drift=False))
     assert "iris_predictions" in names(Metrics(drift=False))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _CostlyEvaluator:
+    """Each evaluation 'takes' ``cost`` seconds of the budget clock."""
+
+    def __init__(self, clock: _Clock, cost: float) -> None:
+        self.clock, self.cost, self.calls = clock, cost, 0
+
+    def __call__(self, reference: Any, current: Any, params: Any) -> Any:
+        self.calls += 1
+        self.clock.now += self.cost
+        return fake_result(len(current))
+
+
+def test_evaluations_stay_within_the_cpu_share_whatever_the_window_rate(
+    tmp_path: Path, monitors: list[DriftMonitor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IRIS_DRIFT_CPU_SHARE=0.25 and 1 s per evaluation: after one, 3 s of closed windows are
+    skipped (reason="budget"), counted, not queued; then the next window is evaluated again."""
+    from ml import drift_job
+
+    clock = _Clock()
+    monkeypatch.setattr(drift_job, "cpu_clock", clock)  # the evaluation's CPU seconds, as the clock moved
+    evaluator = _CostlyEvaluator(clock, cost=1.0)
+    metrics = Metrics()
+    settings = settings_for(tmp_path, drift_window_size=10, drift_min_rows=5, drift_cpu_share=0.25)
+    monitor = DriftMonitor(settings, metrics, PARAMS, evaluator=evaluator, budget_clock=clock)
+    monitors.append(monitor)
+    monitor.start()
+    model = fake_model("1", frame(np.ones((20, 4))))
+    value = metrics.registry.get_sample_value
+
+    def window() -> None:
+        monitor.observe(np.ones((10, 4)), model, now=1000.0)
+
+    window()  # evaluated: the clock moves from 0 to 1
+    deadline = time.monotonic() + 30
+    while evaluator.calls < 1 or clock.now < 1.0 or value("iris_drift_windows_total") != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for at in (1.0, 2.0, 3.9):  # within 1 + 1 * (1/0.25 - 1) = 4
+        clock.now = at
+        window()
+    assert value("iris_drift_windows_skipped_total", {"reason": "budget"}) == 3
+    clock.now = 4.0
+    window()
+    monitor.stop(timeout=10.0)
+    assert evaluator.calls == 2
+    assert value("iris_drift_windows_total") == 2
+
+
+def test_a_cpu_share_of_one_evaluates_every_window(tmp_path: Path, monitors: list[DriftMonitor]) -> None:
+    clock = _Clock()
+    evaluator = _CostlyEvaluator(clock, cost=1.0)
+    settings = settings_for(tmp_path, drift_window_size=10, drift_min_rows=5, drift_cpu_share=1.0)
+    monitor = DriftMonitor(settings, Metrics(), PARAMS, evaluator=evaluator, budget_clock=clock)
+    monitors.append(monitor)
+    monitor.start()
+    model = fake_model("1", frame(np.ones((20, 4))))
+    for _ in range(3):
+        monitor.observe(np.ones((10, 4)), model, now=1000.0)
+    monitor.stop(timeout=10.0)
+    assert evaluator.calls == 3

@@ -60,6 +60,9 @@ class Harness:
             "drift_window_size": WINDOW,
             "drift_min_rows": 5,
             "drift_queue_size": 4,
+            # every window evaluated: these tests are about the child; the CPU budget that skips
+            # windows after an evaluation has its own tests (tests/test_drift.py)
+            "drift_cpu_share": 1.0,
         }
         values.update(settings)
         self.metrics = Metrics()
