@@ -141,6 +141,9 @@ def _run_demo(settings: Settings) -> int:
             # the demo publishes its 3,000 requests in one burst: all six windows close within about
             # a second, more than the default queue of 4 holds while Evidently evaluates the first
             "IRIS_DRIFT_QUEUE_SIZE": "8",
+            # and all six are evaluated: the burst would otherwise hit the drift CPU budget (0.1 of
+            # a core, meant for sustained high rates) and skip most of them
+            "IRIS_DRIFT_CPU_SHARE": "1",
             "IRIS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         }
     )
