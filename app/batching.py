@@ -72,6 +72,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._coalesced_last = False
@@ -93,6 +94,7 @@ class MicroBatcher:
         if self.running:
             return
         self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microbatch")
         self._task = asyncio.get_running_loop().create_task(self._dispatch_forever(), name="microbatcher")
@@ -123,19 +125,24 @@ class MicroBatcher:
 
     async def submit(self, rows: npt.NDArray[np.float64]) -> Scores:
         """Score ``rows`` (shape (n, 4)) in the next batch; returns exactly their scores."""
-        if self._wakeup is None or not self.running:
+        return await self.enqueue(rows)
+
+    def enqueue(self, rows: npt.NDArray[np.float64]) -> asyncio.Future[Scores]:
+        """:meth:`submit` without the coroutine: the future of ``rows``' scores, for a caller that
+        awaits it itself (:class:`BatcherClosed` is raised at once)."""
+        wakeup, loop = self._wakeup, self._loop
+        if wakeup is None or loop is None or self._task is None or self._task.done():
             raise BatcherClosed("the micro-batcher is not running")
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[Scores] = loop.create_future()
         if self._inline is not None and not self._busy and not self._queue and self._inline(len(rows)):
             self._inline_queue.append(_Pending(rows, future))
             if not self._inline_scheduled:
                 self._inline_scheduled = True
                 loop.call_soon(self._flush_inline)
-            return await future
+            return future
         self._queue.append(_Pending(rows, future))
-        self._wakeup.set()
-        return await future
+        wakeup.set()
+        return future
 
     def _flush_inline(self) -> None:
         """Score every request that joined the inline batch during this loop turn, on the loop."""

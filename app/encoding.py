@@ -27,10 +27,19 @@ def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | 
     return Response(orjson.dumps(content), status_code=status, headers=headers, media_type=JSON)
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of the header ``name`` (lower case, as ASGI servers pass names), read off
+    the raw ASGI headers: what ``request.headers.get`` answers, without building its mapping."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 def media_type(request: Request) -> str:
     """The request's MIME type without parameters; a missing header counts as JSON."""
-    value = request.headers.get("content-type")
-    if not value:
+    value = header(request, b"content-type")
+    if not value or value == JSON:  # absent, or what nearly every client sends
         return JSON
     return value.partition(";")[0].strip().lower()
 
@@ -61,7 +70,7 @@ async def _drain(stream: AsyncIterator[bytes], budget: int) -> None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing anything over ``limit`` bytes before and while it is read."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         if int(declared) <= DRAIN_MAX_BYTES:
             await _drain(request.stream(), DRAIN_MAX_BYTES)

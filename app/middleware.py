@@ -10,7 +10,7 @@ log", weighs the two).
 from __future__ import annotations
 
 import logging
-import time
+from time import perf_counter
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,14 +30,15 @@ class HttpObserver:
         self.metrics = metrics
         #: status from which a request is logged: every request ("all"), 4xx/5xx ("errors"), none
         self._log_from = {"all": 0, "errors": 400, "off": 1000}[access_log]
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
+        #: (route template, method, status) -> (request counter, duration histogram): the label
+        #: children, looked up once per key (routes and methods are bounded sets)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = perf_counter()
         status = 500
 
         async def observed_send(message: Message) -> None:
@@ -49,24 +50,28 @@ class HttpObserver:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            self._observe(scope, status, time.perf_counter() - started)
-
-    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or UNMATCHED
-        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-        key = (template, method, status)
-        counter = self._requests.get(key)
-        if counter is None:
-            counter = self._requests[key] = self.metrics.http_requests.labels(
-                route=template, method=method, status=str(status)
+            elapsed = perf_counter() - started
+            method = scope["method"]
+            key = (
+                getattr(scope.get("route"), "path", None) or UNMATCHED,
+                method if method in _METHODS else "OTHER",
+                status,
             )
-        counter.inc()
-        duration = self._durations.get(template)
-        if duration is None:
-            duration = self._durations[template] = self.metrics.http_duration.labels(route=template)
-        duration.observe(elapsed)
-        if status >= self._log_from and log.isEnabledFor(logging.INFO):
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = self._label(*key)
+            children[0].inc()
+            children[1].observe(elapsed)
+            if status >= self._log_from:
+                self._log(scope, *key, elapsed)
+
+    def _label(self, template: str, method: str, status: int) -> tuple[Any, Any]:
+        counter = self.metrics.http_requests.labels(route=template, method=method, status=str(status))
+        return counter, self.metrics.http_duration.labels(route=template)
+
+    @staticmethod
+    def _log(scope: Scope, template: str, method: str, status: int, elapsed: float) -> None:
+        if log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             log_event(
                 log,

@@ -23,7 +23,7 @@ from ml.metrics import Metrics
 from ml.model import ModelHolder
 from ml.predict import Scorer, Scores, prediction_records
 from ml.reload import ModelWatcher
-from ml.schema import Record, to_matrix
+from ml.schema import Record, one_row, to_matrix
 from ml.settings import Settings
 
 SOURCE = "rest"
@@ -95,12 +95,18 @@ class Api:
     async def _score(self, records: Sequence[Record]) -> Scores:
         return await self._score_matrix(to_matrix(records))
 
-    async def _score_matrix(self, matrix: Any) -> Scores:
+    def _submit(self, matrix: Any) -> Awaitable[Scores]:
+        """The batcher's future for ``matrix``, awaited by the handler itself: one coroutine frame
+        fewer between the request's task and the future than an ``async`` helper (each frame is
+        passed through twice, when the task suspends and when it resumes)."""
         self.state.holder.current  # noqa: B018 - fail fast with ModelNotReady, before queueing
         try:
-            return await self.state.batcher.submit(matrix)
+            return self.state.batcher.enqueue(matrix)
         except BatcherClosed as exc:
             raise ShuttingDown(str(exc)) from None
+
+    async def _score_matrix(self, matrix: Any) -> Scores:
+        return await self._submit(matrix)
 
     async def _json_body(self, request: Request) -> Any:
         kind = media_type(request)
@@ -120,8 +126,8 @@ class Api:
                     "model_version": scores.model.version,
                 }
             )
-        record = one_record(payload)
-        scores = await self._score([record])
+        record = one_record(payload)  # the common case: one record, one row
+        scores = await self._submit(one_row(record))
         return json_response(prediction_records([record.id], scores, SOURCE)[0])
 
     async def invocations(self, request: Request) -> Response:

@@ -84,7 +84,7 @@ def prediction_records(
                 "id": ids[0],
                 "label": classes[int(scores.index[0])],
                 "probabilities": dict(
-                    zip(classes, np.round(scores.probabilities[0], 6).tolist(), strict=True)
+                    zip(classes, [round6(p) for p in scores.probabilities[0].tolist()], strict=True)
                 ),
                 "model_name": name,
                 "model_version": version,

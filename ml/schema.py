@@ -202,6 +202,11 @@ def check_records(objs: Sequence[object], *, require_id: bool = True) -> list[Re
     return records
 
 
+def one_row(record: Record) -> npt.NDArray[np.float64]:
+    """The (1, 4) feature matrix of one validated record."""
+    return np.array((record.features,), dtype=np.float64)
+
+
 def to_matrix(records: Sequence[Record]) -> npt.NDArray[np.float64]:
     """The (n, 4) feature matrix of validated records, in :data:`FEATURES` order."""
     if not records:

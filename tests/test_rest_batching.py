@@ -201,3 +201,27 @@ def test_bad_bounds_are_refused() -> None:
         MicroBatcher(FakeScorer(), max_rows=0, max_wait_ms=1)
     with pytest.raises(ValueError, match="max_wait_ms"):
         MicroBatcher(FakeScorer(), max_rows=1, max_wait_ms=-1)
+
+
+def test_enqueue_hands_back_the_future_and_refuses_at_once_when_stopped() -> None:
+    """``enqueue`` is ``submit`` without its coroutine frame (the REST one-record path awaits the
+    future itself): same scores, and a stopped batcher refuses before anything is queued."""
+    fake = FakeScorer()
+
+    async def main() -> tuple[list[str], list[str]]:
+        batcher = MicroBatcher(fake, max_rows=64, max_wait_ms=0, inline=lambda n: True)
+        with pytest.raises(BatcherClosed):
+            batcher.enqueue(rows(9))  # not started yet
+        await batcher.start()
+        futures = [batcher.enqueue(rows(i)) for i in range(3)]
+        submitted = await batcher.submit(rows(7))
+        scores = await asyncio.gather(*futures)
+        await batcher.stop()
+        with pytest.raises(BatcherClosed):
+            batcher.enqueue(rows(8))
+        return [s.labels.tolist()[0] for s in scores], submitted.labels.tolist()
+
+    enqueued, submitted = run(main())
+    assert enqueued == ["row-0", "row-1", "row-2"]
+    assert submitted == ["row-7"]
+    assert fake.sizes == [4]  # enqueued and submitted in one loop turn: one inline call

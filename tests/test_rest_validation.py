@@ -576,3 +576,25 @@ def test_a_body_in_many_messages_is_joined_and_the_last_message_over_the_limit_i
     with pytest.raises(PayloadTooLarge):
         asyncio.run(run(4096))
     assert messages == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"content-type", b"application/json")],
+        [(b"content-type", b"Application/JSON; charset=utf-8"), (b"content-length", b"12")],
+        [(b"content-type", b"text/csv"), (b"content-type", b"application/json")],  # first one wins
+        [(b"content-length", b"7"), (b"x-other", b"\xe9")],  # latin-1, as Starlette decodes
+    ],
+)
+def test_raw_header_reads_agree_with_starlettes_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    from starlette.requests import Request
+
+    from app.encoding import header, media_type
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+    for name in ("content-type", "content-length", "x-other", "absent"):
+        assert header(request, name.encode()) == request.headers.get(name)
+    expected = (request.headers.get("content-type") or "application/json").partition(";")[0]
+    assert media_type(request) == expected.strip().lower()
