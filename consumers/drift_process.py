@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -47,6 +48,24 @@ def end_child(pid: Future[int] | None, grace_s: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child_pid, signal.SIGKILL)
         child.join(CHILD_EXIT_S)
+
+
+def _warm_logger(started: float) -> Callable[[Future[float]], None]:
+    def done(future: Future[float]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log_event(logger, "drift_process_warm_up_failed", logging.WARNING, error=repr(error))
+            return
+        log_event(
+            logger,
+            "drift_process_ready",
+            warm_up_s=round(time.monotonic() - started, 3),
+            child_cpu_s=round(future.result(), 3),
+        )
+
+    return done
 
 
 class DriftProcess:
@@ -88,7 +107,9 @@ class DriftProcess:
         )
         pid = executor.submit(os.getpid)  # answered before any window: known even when one hangs
         if self._window_job is run_window:
-            executor.submit(warm_up)  # import Evidently there now, not in the first window
+            # import Evidently there now, not in the first window; say when it is done (seconds
+            # and the child's CPU: a start-up cost, on the other core, that the first windows wait on)
+            executor.submit(warm_up).add_done_callback(_warm_logger(time.monotonic()))
         with self._lock:
             if self._closed:
                 executor.shutdown(wait=False, cancel_futures=True)  # close took the old one meanwhile

@@ -99,8 +99,10 @@ def run_window(
     )
 
 
-def warm_up() -> None:
+def warm_up() -> float:
+    """Import Evidently; the CPU seconds this process has used so far (spawn and imports)."""
     import_evidently()
+    return time.process_time()
 
 
 def lower_priority() -> None:

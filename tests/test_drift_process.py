@@ -4,6 +4,7 @@ held is skipped and counted, the next window is evaluated; the child runs at a l
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -158,3 +159,26 @@ def test_stop_is_bounded_and_ends_the_child(harness: Callable[..., Harness]) -> 
     h.monitor.stop(timeout=1.0)
     assert time.monotonic() - began < 4.0
     wait_for(lambda: gone(pid), timeout=5, what="the child to end with stop")
+
+
+def test_the_child_says_when_evidently_is_imported_and_what_it_cost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Evidently import in the child is a start-up cost of seconds of CPU on the other core;
+    ``drift_process_ready`` says when it is over, so an operator (and ``make bench``, which
+    measures drift's steady-state CPU from then on) can tell it from the per-window cost."""
+    settings = Settings.model_validate({"reports_dir": tmp_path / "reports", "drift_window_size": WINDOW})
+    monitor = DriftMonitor(settings, Metrics(), PARAMS)  # the real window job: the child imports Evidently
+    caplog.set_level(logging.INFO, logger="consumers.drift_monitor")
+    monitor.start()
+    try:
+        ready = wait_for(
+            lambda: [r for r in caplog.records if "drift_process_ready" in r.getMessage()],
+            timeout=120,
+            what="drift_process_ready",
+        )
+    finally:
+        monitor.stop(timeout=5.0)
+    record = ready[0]
+    assert record.child_cpu_s > 0.1, vars(record)  # spawn + imports, measured in the child
+    assert record.warm_up_s >= record.child_cpu_s * 0.5  # wall time since the spawn
