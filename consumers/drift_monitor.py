@@ -218,6 +218,10 @@ class DriftMonitor:
                 continue
             if job is None:
                 return
+            if self._share < 1.0 and self._budget_clock() < self._next_eval_at:
+                # closed (and queued) while the last evaluation ran: its budget applies here too
+                self._skip(job.window, "budget")
+                continue
             cost: float | None = None
             try:
                 cost = self._process(job)

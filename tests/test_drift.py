@@ -87,7 +87,9 @@ def fake_result(rows: int, drifted: tuple[str, ...] = ()) -> DriftResult:
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"reports_dir": tmp_path / "reports", "reports_keep": 50}
+    # every window evaluated unless a test sets a share: the CPU budget that skips windows after
+    # an evaluation has its own tests below (test_evaluations_stay_within_the_cpu_share_...)
+    values: dict[str, Any] = {"reports_dir": tmp_path / "reports", "reports_keep": 50, "drift_cpu_share": 1.0}
     values.update(overrides)
     return Settings.model_validate(values)
 
@@ -516,6 +518,55 @@ def test_evaluations_stay_within_the_cpu_share_whatever_the_window_rate(
     monitor.stop(timeout=10.0)
     assert evaluator.calls == 2
     assert value("iris_drift_windows_total") == 2
+
+
+class _BlockingCostlyEvaluator(_CostlyEvaluator):
+    """The first evaluation waits for ``release`` (windows close meanwhile and are queued)."""
+
+    def __init__(self, clock: _Clock, cost: float) -> None:
+        super().__init__(clock, cost)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, reference: Any, current: Any, params: Any) -> Any:
+        if self.calls == 0:
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().__call__(reference, current, params)
+
+
+def test_windows_queued_during_an_evaluation_are_charged_to_its_budget(
+    tmp_path: Path, monitors: list[DriftMonitor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a high rate, windows close while an evaluation runs and wait in the queue; the budget
+    that evaluation earns applies to them too (they are skipped as "budget" when their turn comes),
+    or a share of 0.1 lets 1 + drift_queue_size evaluations through per budget period (measured:
+    0.4-0.5 of a core in the child instead of 0.1)."""
+    from ml import drift_job
+
+    clock = _Clock()
+    monkeypatch.setattr(drift_job, "cpu_clock", clock)
+    evaluator = _BlockingCostlyEvaluator(clock, cost=1.0)
+    metrics = Metrics()
+    settings = settings_for(
+        tmp_path, drift_window_size=10, drift_min_rows=5, drift_cpu_share=0.25, drift_queue_size=4
+    )
+    monitor = DriftMonitor(settings, metrics, PARAMS, evaluator=evaluator, budget_clock=clock)
+    monitors.append(monitor)
+    monitor.start()
+    model = fake_model("1", frame(np.ones((20, 4))))
+    value = metrics.registry.get_sample_value
+    monitor.observe(np.ones((10, 4)), model, now=1000.0)
+    assert evaluator.entered.wait(30)
+    for _ in range(3):  # closed while the first one is evaluated: queued, not yet charged
+        monitor.observe(np.ones((10, 4)), model, now=1000.0)
+    evaluator.release.set()
+    deadline = time.monotonic() + 30
+    while (value("iris_drift_windows_skipped_total", {"reason": "budget"}) or 0) < 3:
+        assert time.monotonic() < deadline, (evaluator.calls, value("iris_drift_windows_total"))
+        time.sleep(0.01)
+    monitor.stop(timeout=10.0)
+    assert evaluator.calls == 1
+    assert value("iris_drift_windows_total") == 1
 
 
 def test_a_cpu_share_of_one_evaluates_every_window(tmp_path: Path, monitors: list[DriftMonitor]) -> None:
