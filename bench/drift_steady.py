@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from bench.harness import Proc, Skip, start, stop
 from bench.registry import BenchRegistry
@@ -43,9 +44,9 @@ def _children_cpu(proc: Proc) -> float:
     return total
 
 
-def _wait(what: str, condition: object, proc: Proc) -> None:
+def _wait(what: str, condition: Callable[[], bool], proc: Proc) -> None:
     deadline = time.monotonic() + TIMEOUT_S
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if not proc.alive():
             raise Skip(f"{proc.name} exited while waiting for {what}: {proc.tail(5)}")
         if time.monotonic() > deadline:
