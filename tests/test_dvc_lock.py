@@ -77,8 +77,6 @@ def test_the_trained_model_bytes_do_not_depend_on_the_machines_blas_kernel(
     work = tmp_path / "repo"
     shutil.copytree(REPO / "ml", work / "ml", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
-    (work / "data/raw").mkdir(parents=True)
-    shutil.copy(REPO / "data/raw/iris.csv", work / "data/raw/iris.csv")
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "OPENBLAS_CORETYPE": kernel,

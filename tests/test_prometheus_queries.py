@@ -106,7 +106,14 @@ def live(
     """A REST service with good and bad requests behind it, and a worker that has scored,
     dead-lettered and closed drift windows (one evaluated, one too small)."""
     env = worker_env(
-        registry, own_broker, tmp_path, IRIS_DRIFT_WINDOW_SIZE="300", IRIS_DRIFT_WINDOW_SECONDS="3"
+        registry,
+        own_broker,
+        tmp_path,
+        IRIS_DRIFT_WINDOW_SIZE="300",
+        IRIS_DRIFT_WINDOW_SECONDS="3",
+        # every closed window evaluated: windows of one burst close together, and the CPU budget
+        # (tests/test_drift.py) would skip the second; here the dashboards need both
+        IRIS_DRIFT_CPU_SHARE="1",
     )
     worker = Worker(env)
     workers.append(worker)
