@@ -97,7 +97,7 @@ class MicroBatcher:
         self._loop = asyncio.get_running_loop()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microbatch")
-        self._task = asyncio.get_running_loop().create_task(self._dispatch_forever(), name="microbatcher")
+        self._task = self._loop.create_task(self._dispatch_forever(), name="microbatcher")
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop dispatching: the batch being scored finishes and its callers get their scores;

@@ -13,7 +13,6 @@ outputs. Drift on and off are measured the same way.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 
@@ -29,19 +28,6 @@ TIMEOUT_S = 120.0
 #: last is scored): drift evaluations are lumps of CPU that the budget (IRIS_DRIFT_CPU_SHARE)
 #: spreads over seconds, so a phase of one short burst would measure one lump, not the rate
 STEADY_SECONDS = {"quick": 10.0, "full": 30.0}
-
-
-def _children_cpu(proc: Proc) -> float:
-    """CPU seconds of ``proc``'s descendants (the drift child), apart from the worker's own."""
-    import psutil
-
-    total = 0.0
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                times = child.cpu_times()
-                total += times.user + times.system
-    return total
 
 
 def _wait(what: str, condition: Callable[[], bool], proc: Proc) -> None:
@@ -79,7 +65,11 @@ def steady_once(name: str, mode: Mode, registry: BenchRegistry) -> dict[str, flo
             preload(bootstrap, "iris.requests", WARM_MESSAGES, seed=1)
             _wait("warm-up outputs", lambda: counter.count() >= WARM_MESSAGES, proc)
             _wait_idle(proc)
-            done, cpu0, child0 = counter.count(), proc.cpu_seconds(), _children_cpu(proc)
+            done, cpu0, child0 = (
+                counter.count(),
+                proc.cpu_seconds(),
+                (proc.cpu_seconds(children_only=True) or 0.0),
+            )
             started, rounds = time.monotonic(), 0
             seconds = STEADY_SECONDS.get(mode.name, STEADY_SECONDS["quick"])
             while rounds == 0 or time.monotonic() - started < seconds:
@@ -87,7 +77,11 @@ def steady_once(name: str, mode: Mode, registry: BenchRegistry) -> dict[str, flo
                 rounds += 1
                 target = done + rounds * n
                 _wait("the measured outputs", lambda target=target: counter.count() >= target, proc)
-            cpu1, child1, elapsed = proc.cpu_seconds(), _children_cpu(proc), time.monotonic() - started
+            cpu1, child1, elapsed = (
+                proc.cpu_seconds(),
+                (proc.cpu_seconds(children_only=True) or 0.0),
+                time.monotonic() - started,
+            )
             scored = counter.count() - done
         finally:
             stop(proc)

@@ -177,13 +177,15 @@ class Proc:
             return None
         return float(total) / 2**20
 
-    def cpu_seconds(self) -> float | None:
+    def cpu_seconds(self, *, children_only: bool = False) -> float | None:
+        """User + system CPU seconds of the process and its descendants (``children_only``: of
+        the descendants alone, e.g. the worker's drift child)."""
         import psutil
 
         try:
             proc = psutil.Process(self.pid)
             times = proc.cpu_times()
-            total = times.user + times.system
+            total = 0.0 if children_only else times.user + times.system
             for child in proc.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     ct = child.cpu_times()

@@ -195,12 +195,16 @@ class DriftMonitor:
             model_version=window.model_version,
         )
 
+    def _paying_back(self) -> bool:
+        """Whether the last evaluation's CPU is still being paid back (windows are skipped)."""
+        return self._budget_clock() < self._next_eval_at
+
     def _dispatch(self, window: ClosedWindow, rows: npt.NDArray[np.float64], model: LoadedModel) -> None:
         if window.skip_reason is not None:
             self._skip(window, window.skip_reason)
         elif model.reference is None:
             self._skip(window, "no_reference")
-        elif self._budget_clock() < self._next_eval_at:
+        elif self._paying_back():
             self._skip(window, "budget")
         else:
             try:
@@ -218,8 +222,7 @@ class DriftMonitor:
                 continue
             if job is None:
                 return
-            if self._share < 1.0 and self._budget_clock() < self._next_eval_at:
-                # closed (and queued) while the last evaluation ran: its budget applies here too
+            if self._paying_back():  # queued while the last evaluation ran: its budget applies too
                 self._skip(job.window, "budget")
                 continue
             cost: float | None = None
