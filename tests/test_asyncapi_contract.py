@@ -64,7 +64,14 @@ def test_every_example_of_the_request_schema_is_scored(tiny_model: LoadedModel) 
 @settings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    # hypothesis-jsonschema rejects drafts that miss the schema's patterns and lengths, and
+    # _encodable the lone surrogates JSON cannot carry: some runs filter more than Hypothesis's
+    # health check allows (seen once in CI), which says nothing about the messages tested
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 @given(data=st.data())
 def test_messages_generated_from_the_request_schema_are_scored_not_dead_lettered(
