@@ -77,11 +77,12 @@ def _schemas() -> dict[str, Any]:
     }
     schemas["BatchResponse"] = {
         "type": "object",
-        "required": ["predictions", "model_name", "model_version"],
+        "required": ["predictions", "model_name", "model_version", "model_alias"],
         "properties": {
             "predictions": {"type": "array", "items": prediction},
             "model_name": {"type": "string"},
             "model_version": {"type": "string"},
+            "model_alias": {"type": "string", "description": "champion, or challenger (canary)"},
         },
     }
     schemas["MlflowRequest"] = {

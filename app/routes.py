@@ -19,9 +19,10 @@ from app.errors import ShuttingDown, UnsupportedMediaType
 from app.inputs import csv_records, many_records, mlflow_records, one_record, parquet_records
 from app.oip import HEADER_LENGTH, check_served, infer_response, model_metadata, parse_infer
 from ml.errors import Unauthorized
+from ml.experiment import Agreement, Experiment
 from ml.metrics import Metrics
 from ml.model import ModelHolder
-from ml.predict import Scorer, Scores, prediction_records
+from ml.predict import Scorer, Scores, prediction_records, score
 from ml.reload import ModelWatcher
 from ml.schema import Record, one_row, to_matrix
 from ml.settings import Settings
@@ -48,27 +49,62 @@ class AppState:
     metrics: Metrics
     scorer: Scorer
     batcher: MicroBatcher
+    #: champion and challenger (:mod:`ml.experiment`); canary requests go to ``canary_batcher``
+    experiment: Experiment
+    canary_batcher: MicroBatcher
     watcher: ModelWatcher | None = None
     api_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings, holder: ModelHolder, metrics: Metrics) -> AppState:
+    def build(
+        cls, settings: Settings, holder: ModelHolder, metrics: Metrics, challenger: ModelHolder | None = None
+    ) -> AppState:
+        experiment = Experiment(
+            holder,
+            challenger or ModelHolder(),
+            shadow=settings.shadow,
+            canary_percent=settings.canary_percent,
+        )
+        agreement = Agreement(metrics, settings.shadow_agreement_window)
         scorer = Scorer(holder, metrics)
+        rival_scorer = Scorer(experiment.challenger, metrics)
 
         def score_rest(matrix: Any) -> Scores:
-            return scorer.score(matrix, SOURCE)
+            scores = scorer.score(matrix, SOURCE)
+            rival = experiment.challenger.model if settings.shadow else None
+            if rival is not None:  # shadow: the same batch, one more call; recorded as metrics only
+                agreement.record((scores, score(rival, matrix)))
+            return scores
 
-        def cheap(rows: int) -> bool:
-            return rows <= INLINE_MAX_ROWS and holder.ready and holder.current.compiled is not None
+        def score_canary(matrix: Any) -> Scores:
+            scores = rival_scorer.score(matrix, SOURCE)
+            if settings.shadow:
+                agreement.record((score(holder.current, matrix), scores))
+            return scores
 
-        batcher = MicroBatcher(
-            score_rest,
-            max_rows=settings.microbatch_max_size,
-            max_wait_ms=settings.microbatch_max_wait_ms,
-            inline=cheap,
-        )
+        def batcher(fn: Any, serving: ModelHolder) -> MicroBatcher:
+            def cheap(rows: int) -> bool:
+                model = serving.model
+                return rows <= INLINE_MAX_ROWS and model is not None and model.compiled is not None
+
+            return MicroBatcher(
+                fn,
+                max_rows=settings.microbatch_max_size,
+                max_wait_ms=settings.microbatch_max_wait_ms,
+                inline=cheap,
+            )
+
         key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
-        return cls(settings, holder, metrics, scorer, batcher, api_key=key)
+        return cls(
+            settings,
+            holder,
+            metrics,
+            scorer,
+            batcher(score_rest, holder),
+            experiment,
+            batcher(score_canary, experiment.challenger),
+            api_key=key,
+        )
 
 
 class Api:
@@ -95,39 +131,53 @@ class Api:
     async def _score(self, records: Sequence[Record]) -> Scores:
         return await self._score_matrix(to_matrix(records))
 
-    def _submit(self, matrix: Any) -> Awaitable[Scores]:
+    def _submit(self, matrix: Any, key: str | bytes | None = None) -> Awaitable[Scores]:
         """The batcher's future for ``matrix``, awaited by the handler itself: one coroutine frame
         fewer between the request's task and the future than an ``async`` helper (each frame is
-        passed through twice, when the task suspends and when it resumes)."""
-        self.state.holder.current  # noqa: B018 - fail fast with ModelNotReady, before queueing
+        passed through twice, when the task suspends and when it resumes). A request whose
+        ``key`` falls in the canary share goes to the challenger's batcher."""
+        state = self.state
+        state.holder.current  # noqa: B018 - fail fast with ModelNotReady, before queueing
+        batcher = state.batcher
+        if key is not None and state.experiment.canary(key) and state.experiment.challenger.ready:
+            batcher = state.canary_batcher
         try:
-            return self.state.batcher.enqueue(matrix)
+            return batcher.enqueue(matrix)
         except BatcherClosed as exc:
             raise ShuttingDown(str(exc)) from None
 
-    async def _score_matrix(self, matrix: Any) -> Scores:
-        return await self._submit(matrix)
+    async def _score_matrix(self, matrix: Any, key: str | bytes | None = None) -> Scores:
+        return await self._submit(matrix, key)
 
-    async def _json_body(self, request: Request) -> Any:
+    def _canary_key(self, request_id: str | None, body: bytes | None) -> str | bytes | None:
+        """What keeps a request on one model: its id, else its body (a retry sends the same bytes)."""
+        if not self.state.experiment.threshold:
+            return None
+        return request_id if request_id is not None else body
+
+    async def _json_body(self, request: Request) -> tuple[Any, bytes]:
         kind = media_type(request)
         if kind != JSON:
             raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {kind}.")
-        return decode_json(await read_body(request, self.settings.max_body_bytes))
+        body = await read_body(request, self.settings.max_body_bytes)
+        return decode_json(body), body
 
     async def predict(self, request: Request) -> Response:
-        payload = await self._json_body(request)
+        payload, body = await self._json_body(request)
         if isinstance(payload, dict) and "instances" in payload:
             records = many_records(payload["instances"], "instances", self.settings.max_instances)
-            scores = await self._score(records)
+            key = self._canary_key(records[0].id if records else None, body)
+            scores = await self._score_matrix(to_matrix(records), key)
             return json_response(
                 {
                     "predictions": prediction_records([r.id for r in records], scores, SOURCE),
                     "model_name": scores.model.name,
                     "model_version": scores.model.version,
+                    "model_alias": scores.model.role,
                 }
             )
         record = one_record(payload)  # the common case: one record, one row
-        scores = await self._submit(one_row(record))
+        scores = await self._submit(one_row(record), self._canary_key(record.id, body))
         return json_response(prediction_records([record.id], scores, SOURCE)[0])
 
     async def invocations(self, request: Request) -> Response:
@@ -146,7 +196,7 @@ class Api:
             records = parquet_records(body, cap)
         else:
             records = mlflow_records(decode_json(body, nan_literals=True), cap)
-        scores = await self._score(records)
+        scores = await self._score_matrix(to_matrix(records), self._canary_key(None, body))
         return json_response({"predictions": scores.labels.tolist()})
 
     async def ping(self, request: Request) -> Response:
@@ -213,7 +263,8 @@ class Api:
         self._served(request)
         body = await read_body(request, self.settings.max_body_bytes)
         inference = parse_infer(body, request.headers.get(HEADER_LENGTH))
-        content, header_length = infer_response(inference, await self._score_matrix(inference.matrix))
+        key = self._canary_key(inference.request.get("id"), body)
+        content, header_length = infer_response(inference, await self._score_matrix(inference.matrix, key))
         if header_length is None:
             return Response(content, media_type=JSON)
         return Response(

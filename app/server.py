@@ -29,7 +29,7 @@ from ml.errors import IrisError
 from ml.logs import configure_logging, log_event
 from ml.metrics import Metrics
 from ml.model import ModelHolder, load_model, mask_uri, parse_model_uri
-from ml.reload import ModelWatcher
+from ml.reload import ModelWatcher, challenger_watcher
 from ml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,13 @@ def create_app(
     metrics: Metrics | None = None,
     watcher_factory: WatcherFactory | None = None,
     settle_heap: Hook = _nothing,
+    challenger: ModelHolder | None = None,
 ) -> Starlette:
-    """The app. With ``holder`` (a loaded model) and no ``watcher_factory`` the registry is not used."""
+    """The app. With ``holder`` (a loaded model) and no ``watcher_factory`` the registry is not
+    used; ``challenger`` (tests) is a loaded challenger, else one is watched when shadow or
+    canary asks for it."""
     watch = holder is None or watcher_factory is not None
-    state = AppState.build(settings, holder or ModelHolder(), metrics or Metrics())
+    state = AppState.build(settings, holder or ModelHolder(), metrics or Metrics(), challenger)
     api = Api(state)
     openapi = openapi_document(settings)
 
@@ -88,10 +91,25 @@ def create_app(
             factory = watcher_factory or functools.partial(default_watcher, settings, settle_heap=settle_heap)
             state.watcher = factory(client, state.holder, state.metrics)
             tasks.append(asyncio.create_task(state.watcher.run(), name="model-watcher"))
-        elif state.holder.ready:
-            model = state.holder.current
-            state.metrics.set_model(model.name, model.version, model.ref.alias or "")
+            rival = (
+                None
+                if challenger is not None
+                else challenger_watcher(
+                    settings,
+                    client,
+                    state.experiment.challenger,
+                    state.metrics,
+                    loader=functools.partial(load_model, with_reference=False),
+                    after_swap=settle_heap,
+                )
+            )
+            if rival is not None:
+                tasks.append(asyncio.create_task(rival.run(), name="challenger-watcher"))
+        for serving in (state.holder, state.experiment.challenger):
+            if not watch and serving.model is not None:
+                state.metrics.set_model(serving.model.name, serving.model.version, serving.model.role)
         await state.batcher.start()
+        await state.canary_batcher.start()
         log_event(
             log,
             "rest_started",
@@ -108,6 +126,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await state.batcher.stop()
+            await state.canary_batcher.stop()
             log_event(log, "rest_stopped")
 
     app = Starlette(

@@ -42,7 +42,16 @@ from ml.errors import BadInputError, IrisError
 
 DEFAULT_PORT = 9092
 DEFAULT_PARTITIONS = 4
-DEFAULT_TOPICS: tuple[str, ...] = ("iris.requests", "iris.predictions", "iris.requests.dlq", "iris.drift")
+DEFAULT_TOPICS: tuple[str, ...] = (
+    "iris.requests",
+    "iris.predictions",
+    "iris.requests.dlq",
+    "iris.drift",
+    "iris.shadow",
+    "iris.feedback",
+    "iris.feedback.dlq",
+    "iris.performance",
+)
 # Group leader election waits this long after the first member joins an empty group (Kafka's
 # group.initial.rebalance.delay.ms; the mock's default is 3000). 0 = a lone worker starts at once.
 DEFAULT_REBALANCE_DELAY_MS = 0

@@ -20,6 +20,7 @@ from ml.messages import Rejected, decode_batch, encode_predictions
 from ml.schema import Record, to_matrix
 
 if TYPE_CHECKING:  # ml.predict imports scikit-learn and MLflow: not at this module's import
+    from ml.experiment import Agreement, Experiment
     from ml.predict import Scorer
 
 __all__ = [
@@ -164,8 +165,17 @@ class StreamHandler:
         max_message_bytes: int,
         observe: Callable[[Any, Any], None] | None = None,
         max_record_bytes: int | None = None,
+        experiment: Experiment | None = None,
+        shadow_topic: str = "iris.shadow",
+        agreement: Agreement | None = None,
+        on_scored: Callable[[Sequence[dict[str, Any]]], None] | None = None,
     ) -> None:
+        from ml.experiment import Experiment
+        from ml.model import ModelHolder
+
         self.scorer, self.sink, self.observe = scorer, sink, observe
+        self.experiment = experiment or Experiment(scorer.holder, ModelHolder())
+        self.shadow_topic, self.agreement, self.on_scored = shadow_topic, agreement, on_scored
         self.max_record_bytes = max_record_bytes
         self.predictions_topic, self.dlq_topic, self.max_message_bytes = (
             predictions_topic,
@@ -197,36 +207,52 @@ class StreamHandler:
         good = [index for index, item in enumerate(items) if type(item) is Record]
         scored: Any = None
         ids: list[str | None] = []
+        sources = [r.idx for r in bad]
         if good:
-            from ml.predict import prediction_records, score
+            from ml.experiment import outcome_records, score_batch, shadow_records
 
             records: list[Record] = [items[i] for i in good]  # type: ignore[misc]
             matrix = to_matrix(records)
-            model = self.scorer.holder.current  # taken once: a swap mid-batch does not split it
-            started = time.perf_counter()
-            scores = score(model, matrix)
-            scored = (matrix, scores, time.perf_counter() - started)
             ids = [r.id for r in records]
-            values = encode_predictions(prediction_records(ids, scores, SOURCE))
+            started = time.perf_counter()
+            outcome = score_batch(self.experiment, matrix, ids)  # once per model per batch
+            predictions = outcome_records(ids, outcome, SOURCE)
+            scored = (matrix, outcome, time.perf_counter() - started, predictions)
+            values = encode_predictions(predictions)
             topic = self.predictions_topic
+            keyed = [(index, i) for index, i in zip(good, ids, strict=True) if i]
             outgoing.extend(
                 fit_record(topic, i.encode(), v, _own_headers(batch[index]), [], limit)
                 for index, i, v in zip(good, ids, values, strict=True)
                 if i
             )
+            sources += [index for index, _ in keyed]
+            if outcome.shadow is not None:
+                shadows = encode_predictions(shadow_records(ids, outcome.shadow))
+                shadow = self.shadow_topic
+                outgoing.extend(
+                    fit_record(shadow, i.encode(), v, [], [], limit)
+                    for i, v in zip(ids, shadows, strict=True)
+                    if i
+                )
+                sources += [index for index, _ in keyed]
         if sink is None:
             await self.sink(outgoing)
         else:
-            await sink(
-                outgoing, [r.idx for r in bad] + [index for index, i in zip(good, ids, strict=True) if i]
-            )
+            await sink(outgoing, sources)
         # Counted and observed once the outputs are acknowledged: a batch whose produce fails is
         # consumed and scored again, and must not count (or enter a drift window) twice.
         if scored is not None:
-            matrix, scores, elapsed = scored
-            self.scorer._record(SOURCE, scores, elapsed)  # ml.predict records them (one place)
+            matrix, outcome, elapsed, predictions = scored
+            self.scorer.observe(SOURCE, len(matrix), elapsed)  # ml.predict records them (one place)
+            for answer in outcome.answers:
+                self.scorer.count(SOURCE, answer.scores)
+            if outcome.shadow is not None and self.agreement is not None:
+                self.agreement.record(outcome.shadow)
             if self.observe is not None:
-                self.observe(matrix, scores.model)
+                self.observe(matrix, outcome.champion)
+            if self.on_scored is not None:
+                self.on_scored(predictions)
         self._count_rejected(bad)
         return len(good), len(bad)
 

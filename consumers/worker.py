@@ -110,7 +110,11 @@ def build_app(
         schema_version="3.0.0",
         description="The stream adapter of iris-scorer (docs/ARCHITECTURE.md).",
         headers=headers_by_topic(
-            settings.requests_topic, settings.predictions_topic, settings.dlq_topic, settings.drift_topic
+            settings.requests_topic,
+            settings.predictions_topic,
+            settings.dlq_topic,
+            settings.drift_topic,
+            settings.shadow_topic,
         ),
     )
     return WorkerApp(

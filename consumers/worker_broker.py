@@ -39,7 +39,7 @@ from pydantic import SkipValidation, WithJsonSchema
 from consumers.handler import StreamItem, decode_requests
 from consumers.kafka_config import KafkaConfig, build_kafka_config
 from consumers.worker_commits import CommitThrottle, RevokeListener
-from consumers.worker_contract import DriftMessageModel, StreamRequestModel
+from consumers.worker_contract import DriftMessageModel, ShadowMessageModel, StreamRequestModel
 from consumers.worker_transactions import TransactionalOutputs
 from ml.schema import PredictionModel
 from ml.settings import Settings
@@ -68,6 +68,7 @@ class WorkerBroker:
     predictions: DefaultPublisher
     dead_letters: DefaultPublisher
     drift: DefaultPublisher
+    shadow: DefaultPublisher
 
 
 def _security(kafka: KafkaConfig) -> BaseSecurity | None:
@@ -192,6 +193,16 @@ def create_broker(
         title=f"{settings.drift_topic}:publish",
         description="One drift summary per closed window of scored requests.",
     )
+    shadow = broker.publisher(
+        Topic(settings.shadow_topic, declare=False),
+        schema=ShadowMessageModel,
+        title=f"{settings.shadow_topic}:publish",
+        description=(
+            "IRIS_SHADOW=true: one comparison per valid request scored by both the champion and the "
+            "challenger (the caller gets the champion's answer, or the challenger's for a canary "
+            "request); key: the request id."
+        ),
+    )
 
     @subscriber  # type: ignore[untyped-decorator]
     async def score_requests(requests: StreamRequests, message: KafkaMessage) -> None:
@@ -204,4 +215,4 @@ def create_broker(
             if commits is not None:
                 commits.done()  # a revoke waiting for this batch may commit and hand over now
 
-    return WorkerBroker(broker, subscriber, predictions, dead_letters, drift)
+    return WorkerBroker(broker, subscriber, predictions, dead_letters, drift, shadow)

@@ -66,6 +66,23 @@ class DriftMessageModel(BaseModel):
     report: str | None = Field(description="path of the window's HTML report")
 
 
+class ShadowMessageModel(BaseModel):
+    """One ``iris.shadow`` message per shadow-scored request (:func:`ml.experiment.shadow_records`);
+    key: the request id."""
+
+    model_config = ConfigDict(title="IrisShadowComparison")
+
+    id: str
+    champion_version: str
+    challenger_version: str
+    champion_label: str
+    challenger_label: str
+    champion_probabilities: dict[str, float]
+    challenger_probabilities: dict[str, float]
+    agree: bool = Field(description="both models gave the same label")
+    scored_at: str = Field(description="UTC, ISO 8601 with milliseconds")
+
+
 def _bytes_header(description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
 
@@ -120,12 +137,18 @@ DRIFT_HEADERS: dict[str, Any] = {
 }
 
 
-def headers_by_topic(requests: str, predictions: str, dlq: str, drift: str) -> dict[str, dict[str, Any]]:
+NO_HEADERS: dict[str, Any] = {"type": "object", "description": "None.", "additionalProperties": False}
+
+
+def headers_by_topic(
+    requests: str, predictions: str, dlq: str, drift: str, shadow: str = "iris.shadow"
+) -> dict[str, dict[str, Any]]:
     return {
         requests: REQUEST_HEADERS,
         predictions: PREDICTION_HEADERS,
         dlq: DLQ_HEADERS,
         drift: DRIFT_HEADERS,
+        shadow: NO_HEADERS,
     }
 
 

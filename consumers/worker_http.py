@@ -30,6 +30,8 @@ class WorkerState:
     holder: ModelHolder
     metrics: Metrics
     drift: Any = None
+    #: the challenger (shadow, canary); empty while its alias does not exist
+    challenger: ModelHolder | None = None
     connected: bool = False
     kafka_error: str | None = "not connected yet"
     stopping: bool = False
@@ -54,7 +56,10 @@ def create_http_app(state: WorkerState) -> Starlette:
             reasons.append("stopping")
         if reasons:
             return JSONResponse({"status": "not_ready", "detail": "; ".join(reasons)}, status_code=503)
-        return JSONResponse({"status": "ready", "model_version": state.holder.version, **state.counts})
+        extra = {"challenger_version": state.challenger.version} if state.challenger is not None else {}
+        return JSONResponse(
+            {"status": "ready", "model_version": state.holder.version, **extra, **state.counts}
+        )
 
     async def metrics(_: Request) -> Response:
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -45,6 +45,7 @@ from consumers.worker_broker import Batch, create_broker
 from consumers.worker_commits import CommitThrottle
 from consumers.worker_errors import ConsumerErrors, guard_fetches
 from consumers.worker_http import WorkerState, bind_http, create_http_app, http_server
+from consumers.worker_models import experiment_for, start_watchers
 from consumers.worker_transactions import TransactionalOutputs
 from ml.logs import configure_logging, log_event
 from ml.metrics import Metrics
@@ -191,22 +192,11 @@ class WorkerRuntime:
     async def lifespan(self) -> AsyncIterator[None]:
         if not logging.getLogger().handlers:  # `faststream run`: no entry point configured logs
             configure_logging(self.settings.log_level)
-        from ml import tracking
-        from ml.reload import ModelWatcher
-
         sock = bind_http(self.http_host, self.http_port)
         server = http_server(create_http_app(self.state))
         http_task = asyncio.create_task(server.serve(sockets=[sock]))
         log_event(log, "worker_http", address=f"http://{self.http_host}:{sock.getsockname()[1]}")
-        watcher = ModelWatcher(
-            tracking.client(self.settings.mlflow_tracking_uri),
-            self.settings.model_uri,
-            self.holder,
-            self.metrics,
-            poll_seconds=self.settings.model_poll_seconds,
-            after_swap=self.settle_heap,
-        )
-        watch_task = asyncio.create_task(supervised(watcher.run, "model_watcher"))
+        watch_tasks = start_watchers(self.settings, self.state, self.settle_heap)
         self.state.drift = self.drift = self._drift_monitor = new_drift_monitor(self.settings, self.metrics)
         if self.drift is not None:
             self.drift.start()
@@ -224,10 +214,9 @@ class WorkerRuntime:
                 await self.producer.stop()
             if self.transactions is not None:
                 await self.transactions.close()
-            watch_task.cancel()
+            for task in watch_tasks:
+                await cancel(task)
             server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch_task
             await http_task
             log_event(
                 log, "worker_stopped", seconds=round(time.monotonic() - started, 2), **self.state.counts
@@ -269,6 +258,7 @@ class WorkerRuntime:
             from ml.predict import Scorer
 
             self.producer = producer
+            experiment, agreement = experiment_for(self.settings, self.state)
             self.handler = StreamHandler(
                 Scorer(self.holder, self.metrics),
                 self._produce,
@@ -277,6 +267,9 @@ class WorkerRuntime:
                 max_message_bytes=self.settings.max_message_bytes,
                 max_record_bytes=self.kafka.max_request_size,
                 observe=self.drift.observe if self.drift is not None else None,
+                experiment=experiment,
+                shadow_topic=self.settings.shadow_topic,
+                agreement=agreement,
             )
             return
 

@@ -95,6 +95,46 @@ class Metrics:
             registry=r,
         )
 
+        self.shadow_agreement = Gauge(
+            "iris_shadow_agreement_ratio",
+            "Share of recent shadow-scored requests on which champion and challenger agree.",
+            ["champion_version", "challenger_version"],
+            registry=r,
+        )
+        self.shadow_comparisons = Counter(
+            "iris_shadow_comparisons",
+            "Requests scored by both champion and challenger (shadow), by agreement.",
+            ["champion_version", "challenger_version", "agree"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "iris_feedback",
+            "Labels received, by outcome (matched, unmatched, rejected).",
+            ["outcome"],
+            registry=r,
+        )
+        self.feedback_unmatched = Counter(
+            "iris_feedback_unmatched",
+            "Labels for an id with no prediction kept for the join (older than the TTL, or never seen).",
+            registry=r,
+        )
+        self.live_accuracy = Gauge(
+            "iris_live_accuracy",
+            "Accuracy on the last window of labelled predictions.",
+            ["model_version", "alias"],
+            registry=r,
+        )
+        self.live_f1_macro = Gauge(
+            "iris_live_f1_macro",
+            "Macro F1 on the last window of labelled predictions.",
+            ["model_version", "alias"],
+            registry=r,
+        )
+        self.live_windows = Counter(
+            "iris_live_performance_windows", "Windows of labelled predictions evaluated.", registry=r
+        )
+        self.join_size = Gauge("iris_feedback_join_ids", "Predictions kept for the label join.", registry=r)
+
         if drift:
             self.enable_drift()
 
@@ -128,9 +168,14 @@ class Metrics:
             self.drift_windows_skipped.labels(reason=reason)
 
     def set_model(self, name: str, version: str, alias: str) -> None:
-        """Exactly one ``iris_model_info`` series: the model now serving."""
-        self.model_info.clear()
+        """One ``iris_model_info`` series per alias: the version serving as ``alias`` now."""
+        self.clear_model(alias)
         self.model_info.labels(name=name, version=version, alias=alias).set(1)
+
+    def clear_model(self, alias: str) -> None:
+        """No version serves as ``alias`` any more (an optional challenger removed)."""
+        for labels in [k for k in self.model_info._metrics if k[2] == alias]:  # (name, version, alias)
+            self.model_info.remove(*labels)
 
     def exposition(self) -> bytes:
         """The Prometheus text of this registry, without the ``_created`` series (timestamps that

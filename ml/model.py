@@ -57,6 +57,9 @@ class LoadedModel:
     #: ``predict_proba`` as NumPy operations (:mod:`ml.compiled`), when the pipeline has a known,
     #: verified form; None: :func:`ml.predict.score` calls scikit-learn
     compiled: Compiled | None = field(default=None, repr=False)
+    #: the part this version plays where it is served: ``champion`` (answers by default) or
+    #: ``challenger`` (shadow and canary, :mod:`ml.experiment`); predictions carry it as ``model_alias``
+    role: str = "champion"
 
     @property
     def name(self) -> str:
@@ -83,6 +86,7 @@ class LoadedModel:
             "classes": [str(c) for c in self.classes],
             "reference_rows": None if self.reference is None else len(self.reference),
             "scoring": "numpy" if self.compiled is not None else "scikit-learn",
+            "role": self.role,
         }
 
 
@@ -217,7 +221,18 @@ class ModelHolder:
         model = self._model
         return None if model is None else model.version
 
+    @property
+    def model(self) -> LoadedModel | None:
+        """The model serving now, or None (an optional challenger that is not registered)."""
+        return self._model
+
     def swap(self, model: LoadedModel) -> LoadedModel | None:
         with self._lock:
             previous, self._model = self._model, model
+        return previous
+
+    def clear(self) -> LoadedModel | None:
+        """Serve nothing (an optional alias that was deleted); returns what was served."""
+        with self._lock:
+            previous, self._model = self._model, None
         return previous

@@ -34,6 +34,10 @@ class Scores:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, rows: npt.NDArray[np.intp]) -> Scores:
+        """The scores of ``rows`` only (positions in this batch), same model."""
+        return Scores(self.labels[rows], self.probabilities[rows], self.model, self.index[rows])
+
 
 def score(model: LoadedModel, features: npt.NDArray[np.float64]) -> Scores:
     """Score an (n, 4) matrix of validated features (see :mod:`ml.schema`) in one call."""
@@ -77,7 +81,7 @@ def prediction_records(
     """The ``iris.predictions`` message shape, one dict per scored row."""
     scored_at = scored_at or utc_now_iso()
     classes = scores.model.class_names
-    name, version = scores.model.name, scores.model.version
+    name, version, alias = scores.model.name, scores.model.version, scores.model.role
     if len(ids) == 1:  # one request, one row: REST's common case, without the per-batch set-up
         return [
             {
@@ -88,6 +92,7 @@ def prediction_records(
                 ),
                 "model_name": name,
                 "model_version": version,
+                "model_alias": alias,
                 "source": source,
                 "scored_at": scored_at,
             }
@@ -100,6 +105,7 @@ def prediction_records(
             "probabilities": dict(zip(classes, probs, strict=True)),
             "model_name": name,
             "model_version": version,
+            "model_alias": alias,
             "source": source,
             "scored_at": scored_at,
         }
@@ -126,12 +132,20 @@ class Scorer:
         return scores
 
     def _record(self, source: str, scores: Scores, elapsed: float) -> None:
+        self.observe(source, len(scores), elapsed)
+        self.count(source, scores)
+
+    def observe(self, source: str, rows: int, elapsed: float) -> None:
+        """One scoring call's latency and size (a batch answered by two models is one call here)."""
         latency = self._latency.get(source)
         if latency is None:
             latency = self._latency[source] = self.metrics.scoring_latency.labels(source=source)
             self._batch[source] = self.metrics.batch_size.labels(source=source)
         latency.observe(elapsed)
-        self._batch[source].observe(len(scores))
+        self._batch[source].observe(rows)
+
+    def count(self, source: str, scores: Scores) -> None:
+        """``iris_predictions`` for the answers in ``scores`` (by version and label)."""
         n = len(scores)
         if n == 1:
             self._counter(source, scores.model.version, scores.model.class_names[int(scores.index[0])]).inc()

@@ -4,15 +4,17 @@ loop and swap it in atomically. Shared by the REST service and the stream worker
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
 
-from ml.errors import IrisError
+from ml.errors import IrisError, ModelNotFound
 from ml.logs import log_event
 from ml.metrics import Metrics
 from ml.model import LoadedModel, ModelHolder, ModelRef, load_model, resolve
+from ml.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,10 @@ class ModelWatcher:
     Before the first successful load it retries with exponential backoff (1 s doubling up to
     ``poll_seconds``), so a process whose registry is down stays up and reports not-ready. After
     that a failed check or load is logged and counted, and the loaded model keeps serving.
+
+    ``role`` is the part the model plays (``champion`` or ``challenger``, stamped on every loaded
+    version). An ``optional`` URI (the challenger's) that does not resolve is not an error: the
+    holder is emptied and the watcher keeps polling for it.
     """
 
     def __init__(
@@ -40,7 +46,10 @@ class ModelWatcher:
         resolver: Resolver = resolve,
         on_swap: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
         after_swap: Callable[[], None] | None = None,
+        role: str = "champion",
+        optional: bool = False,
     ) -> None:
+        self.role, self.optional = role, optional
         self.client = client
         self.uri = uri
         self.holder = holder
@@ -60,19 +69,30 @@ class ModelWatcher:
             if current is not None and ref.version == current:
                 return False
             model = await asyncio.to_thread(self._loader, self.client, self.uri)
+        except ModelNotFound as exc:
+            if not self.optional:
+                self._failed(exc.message)
+            elif self.holder.ready:
+                gone = self.holder.clear()
+                self.metrics.clear_model(self.role)
+                log_event(log, "model_removed", role=self.role, uri=self.uri, version=gone and gone.version)
+            return False
         except IrisError as exc:
             self._failed(exc.message)
             return False
         except Exception as exc:  # a loader bug must not kill the watcher: count it, keep serving
             self._failed(f"{type(exc).__name__}: {exc}")
             return False
+        if model.role != self.role:
+            model = dataclasses.replace(model, role=self.role)
         previous = self.holder.swap(model)
         self.last_error = None
         self.metrics.model_reloads.inc()
-        self.metrics.set_model(model.name, model.version, model.ref.alias or "")
+        self.metrics.set_model(model.name, model.version, self.role)
         log_event(
             log,
             "model_loaded",
+            role=self.role,
             name=model.name,
             version=model.version,
             previous=previous.version if previous else None,
@@ -100,3 +120,34 @@ class ModelWatcher:
             else:
                 await asyncio.sleep(min(backoff, self.poll_seconds))
                 backoff = min(backoff * 2, max(self.poll_seconds, 1.0))
+
+
+def uses_challenger(settings: Settings) -> bool:
+    """Whether anything asks for the challenger (shadow or a canary share)."""
+    return settings.shadow or settings.canary_percent > 0
+
+
+def challenger_watcher(
+    settings: Settings,
+    client: MlflowClient,
+    holder: ModelHolder,
+    metrics: Metrics,
+    *,
+    loader: Loader = load_model,
+    after_swap: Callable[[], None] | None = None,
+) -> ModelWatcher | None:
+    """The watcher of ``IRIS_CHALLENGER_URI`` (optional: used while the alias exists), or None
+    when neither shadow nor canary is on (the challenger is then not even loaded)."""
+    if not uses_challenger(settings):
+        return None
+    return ModelWatcher(
+        client,
+        settings.challenger_uri,
+        holder,
+        metrics,
+        poll_seconds=settings.model_poll_seconds,
+        loader=loader,
+        after_swap=after_swap,
+        role="challenger",
+        optional=True,
+    )

@@ -288,5 +288,7 @@ class PredictionModel(BaseModel):
     probabilities: dict[str, float]
     model_name: str
     model_version: str
+    #: which alias answered: ``champion``, or ``challenger`` for a canary request
+    model_alias: str
     source: str
     scored_at: str

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     predictions_topic: str = "iris.predictions"
     dlq_topic: str = "iris.requests.dlq"
     drift_topic: str = "iris.drift"
+    shadow_topic: str = "iris.shadow"
+    feedback_topic: str = "iris.feedback"
+    feedback_dlq_topic: str = "iris.feedback.dlq"
+    performance_topic: str = "iris.performance"
     consumer_group: str = "iris-scorer"
 
     # Model
@@ -62,6 +66,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
     )
     model_poll_seconds: float = Field(default=30.0, gt=0)
+    # Champion against challenger (ml/experiment.py): the challenger is used only while its alias
+    # exists; shadow scores every request with both (the champion answers); a canary share of
+    # requests (sticky by id) is answered by the challenger
+    challenger_uri: str = "models:/iris-classifier@challenger"
+    shadow: bool = False
+    canary_percent: float = Field(default=0.0, ge=0, le=100)
+    # shadow agreement: the gauge is the share of the last this-many compared requests
+    shadow_agreement_window: int = Field(default=1000, ge=1)
     #: where backfill keeps each version's verified NumPy form (:mod:`ml.model_cache`); "": none
     model_cache_dir: str = Field(default_factory=lambda: _default_cache_dir())
 
@@ -88,6 +100,14 @@ class Settings(BaseSettings):
     drift_cpu_share: float = Field(default=0.1, gt=0, le=1)
     # one window's evaluation in the drift process; beyond it the child is killed and replaced
     drift_eval_timeout_s: float = Field(default=120.0, gt=0)
+    # Delayed labels (consumers/feedback.py): predictions kept for the join, by id, bounded by
+    # count and age; a live performance window closes every this-many labelled predictions
+    join_max_ids: int = Field(default=200_000, ge=1)
+    join_ttl_seconds: float = Field(default=86_400.0, gt=0)
+    performance_window_size: int = Field(default=200, ge=1)
+    # promote --from-live: the challenger may be this much worse in macro F1 and still win
+    promote_f1_margin: float = Field(default=0.0, ge=0, le=1)
+
     reports_dir: Path = Path("reports")
     reports_keep: int = Field(default=50, ge=1)  # an HTML report is ~4 MB
 

@@ -92,3 +92,18 @@ def fresh_registry(tmp_path: Path) -> Registry:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     version = train_and_register(uri, classifier="logistic_regression", promote=True)
     return Registry(uri, tmp_path, tracking.client(uri), version)
+
+
+@pytest.fixture(scope="session")
+def duel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry with two different models: a logistic regression as ``@champion`` and a random
+    forest as ``@challenger`` (they disagree on some ambiguous rows)."""
+    from ml.register import promote as promote_version
+
+    root = tmp_path_factory.mktemp("mlflow-duel")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    version = train_and_register(uri, classifier="logistic_regression", promote=True)
+    client = tracking.client(uri)
+    rival = train_and_register(uri, classifier="random_forest", promote=False, seed=3)
+    promote_version(client, "iris-classifier", rival, "challenger")
+    yield Registry(uri, root, client, version)

@@ -104,7 +104,16 @@ def test_main_rejects_bad_partitions_with_exit_2(capsys: pytest.CaptureFixture[s
 
 
 def test_default_topics_are_the_four_iris_topics() -> None:
-    assert DEFAULT_TOPICS == ("iris.requests", "iris.predictions", "iris.requests.dlq", "iris.drift")
+    assert DEFAULT_TOPICS == (
+        "iris.requests",
+        "iris.predictions",
+        "iris.requests.dlq",
+        "iris.drift",
+        "iris.shadow",
+        "iris.feedback",
+        "iris.feedback.dlq",
+        "iris.performance",
+    )
 
 
 # --------------------------------------------------------------------------- as a process

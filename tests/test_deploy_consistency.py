@@ -479,6 +479,10 @@ def test_compose_creates_the_settings_topics_with_four_partitions() -> None:
         defaults.predictions_topic,
         defaults.dlq_topic,
         defaults.drift_topic,
+        defaults.shadow_topic,
+        defaults.feedback_topic,
+        defaults.feedback_dlq_topic,
+        defaults.performance_topic,
     }
     assert f"--partitions {PARTITIONS}" in script
     local_job = named(render("overlays/local"), "Job", "kafka-topics")

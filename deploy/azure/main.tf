@@ -3,12 +3,16 @@
 # flexible server (MLflow backend store), Azure Monitor workspace + Managed Grafana.
 
 locals {
-  # Event Hubs Standard allows at most 10 hubs per namespace; we use 4.
+  # Event Hubs Standard allows at most 10 hubs per namespace; we use 8.
   hubs = {
     "iris.requests"     = { partitions = var.partitions, retention_days = 7 }
     "iris.predictions"  = { partitions = var.partitions, retention_days = 7 }
     "iris.requests.dlq" = { partitions = var.partitions, retention_days = 7 }
     "iris.drift"        = { partitions = var.partitions, retention_days = 7 }
+    "iris.shadow"       = { partitions = var.partitions, retention_days = 7 }
+    "iris.feedback"     = { partitions = var.partitions, retention_days = 7 }
+    "iris.feedback.dlq" = { partitions = var.partitions, retention_days = 7 }
+    "iris.performance"  = { partitions = var.partitions, retention_days = 7 }
   }
 }
 
