@@ -10,7 +10,7 @@ from ml.schema import PredictionModel, RecordModel
 from ml.settings import Settings
 
 _REF = "#/components/schemas/{model}"
-PROTECTED = ("/predict", "/invocations", "/model", *OIP_PROTECTED)
+PROTECTED = ("/predict", "/invocations", "/feedback", "/model", *OIP_PROTECTED)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -105,6 +105,26 @@ def _schemas() -> dict[str, Any]:
             "inputs": {"anyOf": [{"type": "array"}, {"type": "object"}]},
         },
     }
+    schemas["Feedback"] = {
+        "type": "object",
+        "required": ["id", "label"],
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": 128, "description": "the request's id"},
+            "label": {"type": "string", "enum": ["setosa", "versicolor", "virginica"]},
+            "labelled_at": {"type": "string", "description": "when the label was known (ISO 8601)"},
+        },
+    }
+    schemas["FeedbackAccepted"] = {
+        "type": "object",
+        "required": ["status", "id", "topic", "partition", "offset"],
+        "properties": {
+            "status": {"const": "accepted"},
+            "id": {"type": "string"},
+            "topic": {"type": "string"},
+            "partition": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    }
     schemas["MlflowError"] = {
         "description": "MLflow's scoring-server error, with our error code and field detail kept.",
         "type": "object",
@@ -163,6 +183,21 @@ def openapi_document(settings: Settings, version: str = "0.1.0") -> dict[str, An
                 "responses": {
                     "200": _json(_ref("MlflowResponse"), "Predicted labels."),
                     **_errors(400, 401, 413, 415, 503, schema="MlflowError"),
+                },
+            }
+        },
+        "/feedback": {
+            "post": {
+                "summary": "A delayed label for a scored request: published to the feedback topic, "
+                "where the worker joins it with the prediction of that id (live accuracy).",
+                "operationId": "feedback",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Feedback")}},
+                },
+                "responses": {
+                    "202": _json(_ref("FeedbackAccepted"), "Published; the broker acknowledged it."),
+                    **_errors(400, 401, 413, 415, 422, 503),
                 },
             }
         },

@@ -7,7 +7,7 @@ import hmac
 import importlib.metadata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -18,8 +18,10 @@ from app.encoding import JSON, charset, decode_json, json_response, media_type, 
 from app.errors import ShuttingDown, UnsupportedMediaType
 from app.inputs import csv_records, many_records, mlflow_records, one_record, parquet_records
 from app.oip import HEADER_LENGTH, check_served, infer_response, model_metadata, parse_infer
-from ml.errors import Unauthorized
+from ml.errors import BadInputError, FeedbackUnavailable, Unauthorized, ValidationFailed
 from ml.experiment import Agreement, Experiment
+from ml.feedback import check_feedback
+from ml.messages import INVALID_JSON, TOO_LARGE, Rejected
 from ml.metrics import Metrics
 from ml.model import ModelHolder
 from ml.predict import Scorer, Scores, prediction_records, score
@@ -36,6 +38,12 @@ INVOCATION_TYPES = (JSON, CSV, PARQUET)
 INLINE_MAX_ROWS = 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class FeedbackSink(Protocol):
+    async def send(self, key: bytes, value: bytes) -> tuple[int, int]: ...
+
+
 MLFLOW_VERSION = importlib.metadata.version("mlflow")
 PACKAGE_VERSION = importlib.metadata.version("iris-scorer")
 
@@ -54,6 +62,8 @@ class AppState:
     canary_batcher: MicroBatcher
     watcher: ModelWatcher | None = None
     api_key: bytes | None = field(default=None, repr=False)
+    #: where ``POST /feedback`` publishes labels (the entry point's Kafka sink); None: 503
+    feedback: FeedbackSink | None = None
 
     @classmethod
     def build(
@@ -198,6 +208,24 @@ class Api:
             records = mlflow_records(decode_json(body, nan_literals=True), cap)
         scores = await self._score_matrix(to_matrix(records), self._canary_key(None, body))
         return json_response({"predictions": scores.labels.tolist()})
+
+    async def feedback(self, request: Request) -> Response:
+        """A delayed label, ``{"id", "label", "labelled_at"}``: checked as the worker checks it,
+        then published to the feedback topic (202 once the broker acknowledged it)."""
+        kind = media_type(request)
+        if kind != JSON:
+            raise UnsupportedMediaType(f"Content-Type must be {JSON}, got {kind}.")
+        body = await read_body(request, self.settings.max_body_bytes)
+        item = check_feedback(body, self.settings.max_message_bytes)
+        if isinstance(item, Rejected):
+            if item.code in (INVALID_JSON, TOO_LARGE):
+                raise BadInputError(f"feedback: {item.detail}.")
+            raise ValidationFailed(f"feedback: {item.detail}.")
+        if self.state.feedback is None:
+            raise FeedbackUnavailable("labels are not accepted here: this service has no feedback topic.")
+        partition, offset = await self.state.feedback.send(item.id.encode(), body)
+        accepted = {"status": "accepted", "id": item.id, "topic": self.settings.feedback_topic}
+        return json_response({**accepted, "partition": partition, "offset": offset}, 202)
 
     async def ping(self, request: Request) -> Response:
         """MLflow's health check: 200 once a model is loaded (what its client waits for)."""

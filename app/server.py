@@ -23,7 +23,7 @@ from app.encoding import json_response
 from app.errors import http_error, internal_error, iris_error
 from app.middleware import HttpObserver
 from app.openapi import openapi_document
-from app.routes import Api, AppState
+from app.routes import Api, AppState, FeedbackSink
 from ml import tracking
 from ml.errors import IrisError
 from ml.logs import configure_logging, log_event
@@ -71,12 +71,14 @@ def create_app(
     watcher_factory: WatcherFactory | None = None,
     settle_heap: Hook = _nothing,
     challenger: ModelHolder | None = None,
+    feedback: FeedbackSink | None = None,
 ) -> Starlette:
     """The app. With ``holder`` (a loaded model) and no ``watcher_factory`` the registry is not
     used; ``challenger`` (tests) is a loaded challenger, else one is watched when shadow or
     canary asks for it."""
     watch = holder is None or watcher_factory is not None
     state = AppState.build(settings, holder or ModelHolder(), metrics or Metrics(), challenger)
+    state.feedback = feedback
     api = Api(state)
     openapi = openapi_document(settings)
 
@@ -127,12 +129,16 @@ def create_app(
                     await task
             await state.batcher.stop()
             await state.canary_batcher.stop()
+            close = getattr(feedback, "close", None)
+            if close is not None:
+                await close()
             log_event(log, "rest_stopped")
 
     app = Starlette(
         routes=[
             Route("/predict", api.protected(api.predict), methods=["POST"]),
             Route("/invocations", api.protected(api.invocations), methods=["POST"]),
+            Route("/feedback", api.protected(api.feedback), methods=["POST"]),
             Route("/model", api.protected(api.model), methods=["GET"]),
             Route("/health", api.health, methods=["GET"]),
             Route("/ping", api.ping, methods=["GET"]),
@@ -210,6 +216,7 @@ def serve(
     *,
     on_ready: Hook = _nothing,
     settle_heap: Hook = _nothing,
+    feedback: FeedbackSink | None = None,
 ) -> None:
     """Run the service with uvicorn: one process, uvicorn's access log off (ours is structured).
 
@@ -220,7 +227,7 @@ def serve(
     configure_logging(settings.log_level)
     parse_model_uri(settings.model_uri)  # a malformed IRIS_MODEL_URI stops start-up with a sentence
     config = uvicorn.Config(
-        create_app(settings, settle_heap=settle_heap),
+        create_app(settings, settle_heap=settle_heap, feedback=feedback),
         host=host,
         port=port,
         access_log=False,

@@ -168,7 +168,7 @@ class StreamHandler:
         experiment: Experiment | None = None,
         shadow_topic: str = "iris.shadow",
         agreement: Agreement | None = None,
-        on_scored: Callable[[Sequence[dict[str, Any]]], None] | None = None,
+        on_scored: Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]] | None], None] | None = None,
     ) -> None:
         from ml.experiment import Experiment
         from ml.model import ModelHolder
@@ -217,7 +217,8 @@ class StreamHandler:
             started = time.perf_counter()
             outcome = score_batch(self.experiment, matrix, ids)  # once per model per batch
             predictions = outcome_records(ids, outcome, SOURCE)
-            scored = (matrix, outcome, time.perf_counter() - started, predictions)
+            compared = shadow_records(ids, outcome.shadow) if outcome.shadow is not None else None
+            scored = (matrix, outcome, time.perf_counter() - started, predictions, compared)
             values = encode_predictions(predictions)
             topic = self.predictions_topic
             keyed = [(index, i) for index, i in zip(good, ids, strict=True) if i]
@@ -227,8 +228,8 @@ class StreamHandler:
                 if i
             )
             sources += [index for index, _ in keyed]
-            if outcome.shadow is not None:
-                shadows = encode_predictions(shadow_records(ids, outcome.shadow))
+            if compared is not None:
+                shadows = encode_predictions(compared)
                 shadow = self.shadow_topic
                 outgoing.extend(
                     fit_record(shadow, i.encode(), v, [], [], limit)
@@ -243,7 +244,7 @@ class StreamHandler:
         # Counted and observed once the outputs are acknowledged: a batch whose produce fails is
         # consumed and scored again, and must not count (or enter a drift window) twice.
         if scored is not None:
-            matrix, outcome, elapsed, predictions = scored
+            matrix, outcome, elapsed, predictions, compared = scored
             self.scorer.observe(SOURCE, len(matrix), elapsed)  # ml.predict records them (one place)
             for answer in outcome.answers:
                 self.scorer.count(SOURCE, answer.scores)
@@ -252,7 +253,7 @@ class StreamHandler:
             if self.observe is not None:
                 self.observe(matrix, outcome.champion)
             if self.on_scored is not None:
-                self.on_scored(predictions)
+                self.on_scored(predictions, compared)
         self._count_rejected(bad)
         return len(good), len(bad)
 

@@ -115,6 +115,8 @@ def build_app(
             settings.dlq_topic,
             settings.drift_topic,
             settings.shadow_topic,
+            settings.feedback_dlq_topic,
+            settings.performance_topic,
         ),
     )
     return WorkerApp(

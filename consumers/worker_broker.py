@@ -39,7 +39,12 @@ from pydantic import SkipValidation, WithJsonSchema
 from consumers.handler import StreamItem, decode_requests
 from consumers.kafka_config import KafkaConfig, build_kafka_config
 from consumers.worker_commits import CommitThrottle, RevokeListener
-from consumers.worker_contract import DriftMessageModel, ShadowMessageModel, StreamRequestModel
+from consumers.worker_contract import (
+    DriftMessageModel,
+    PerformanceMessageModel,
+    ShadowMessageModel,
+    StreamRequestModel,
+)
 from consumers.worker_transactions import TransactionalOutputs
 from ml.schema import PredictionModel
 from ml.settings import Settings
@@ -107,6 +112,7 @@ def create_broker(
     on_parse_error: Callable[[BaseException, Batch], None] | None = None,
     commits: CommitThrottle | None = None,
     transactions: TransactionalOutputs | None = None,
+    feedback: Any = None,
 ) -> WorkerBroker:
     """The worker's broker, subscriber and publishers; nothing connects until ``start()``.
     ``on_parse_error`` is told of a batch FastStream's parser refuses (it is then retried);
@@ -155,7 +161,7 @@ def create_broker(
         batch_timeout_ms=settings.batch_max_wait_ms,
         fetch_max_wait_ms=max(10, min(500, settings.batch_max_wait_ms)),
         ack_policy=AckPolicy.NACK_ON_ERROR,  # commit when every output is acked; else rewind
-        listener=RevokeListener(commits, transactions) if commits is not None else None,
+        listener=RevokeListener(commits, transactions, feedback) if commits is not None else None,
         parser=guarded_parse,
         decoder=decode,
         title=f"{settings.requests_topic}:score",
@@ -215,4 +221,20 @@ def create_broker(
             if commits is not None:
                 commits.done()  # a revoke waiting for this batch may commit and hand over now
 
+    broker.publisher(
+        Topic(settings.feedback_dlq_topic, declare=False),
+        schema=Annotated[bytes, WithJsonSchema({"description": "the label's value, unchanged"})],
+        title=f"{settings.feedback_dlq_topic}:publish",
+        description=(
+            f"Labels read from {settings.feedback_topic} ({{id, label, labelled_at}}, key: the id, the "
+            "partitions with the numbers of this worker's request partitions) that could not be "
+            "joined: unchanged, with the same error headers as the requests' dead letters."
+        ),
+    )
+    broker.publisher(
+        Topic(settings.performance_topic, declare=False),
+        schema=PerformanceMessageModel,
+        title=f"{settings.performance_topic}:publish",
+        description="One message per window of labelled predictions: per model version, live accuracy and F1.",
+    )
     return WorkerBroker(broker, subscriber, predictions, dead_letters, drift, shadow)

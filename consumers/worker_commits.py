@@ -176,8 +176,11 @@ class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
     mode, stop their transactional producers then, and fence the previous owners of assigned
     partitions before reading them (:class:`~consumers.worker_transactions.TransactionalOutputs`)."""
 
-    def __init__(self, throttle: CommitThrottle, transactions: TransactionalOutputs | None = None) -> None:
-        self.throttle, self.transactions = throttle, transactions
+    def __init__(
+        self, throttle: CommitThrottle, transactions: TransactionalOutputs | None = None, feedback: Any = None
+    ) -> None:
+        #: ``feedback`` (:class:`consumers.feedback.FeedbackReader`) mirrors the assignment
+        self.throttle, self.transactions, self.feedback = throttle, transactions, feedback
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
@@ -194,10 +197,14 @@ class RevokeListener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.throttle.pending.pop(tp, None)
         if self.transactions is not None:
             await self.transactions.revoked(revoked)
+        if self.feedback is not None:
+            await self.feedback.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
         log_event(log, "partitions_assigned", partitions=_names(assigned))
+        if self.feedback is not None:
+            await self.feedback.assigned(assigned)
         if self.transactions is not None:
             try:
                 await self.transactions.assigned(assigned)

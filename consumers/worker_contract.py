@@ -83,6 +83,38 @@ class ShadowMessageModel(BaseModel):
     scored_at: str = Field(description="UTC, ISO 8601 with milliseconds")
 
 
+class ModelPerformanceModel(BaseModel):
+    """One model version's numbers on the labelled predictions of a window."""
+
+    model_config = ConfigDict(title="IrisModelPerformance")
+
+    alias: str = Field(description="champion or challenger")
+    model_version: str
+    count: int = Field(description="labelled predictions this model made in the window")
+    accuracy: float
+    f1_macro: float
+    confusion: list[list[int]] = Field(description="rows: true label, columns: predicted (order: labels)")
+
+
+class PerformanceMessageModel(BaseModel):
+    """One ``iris.performance`` message per window of labelled predictions (:class:`ml.feedback.LiveWindow`)."""
+
+    model_config = ConfigDict(title="IrisLivePerformance")
+
+    window_start: str
+    window_end: str
+    labelled: int
+    labels: list[str]
+    models: list[ModelPerformanceModel]
+    paired: list[dict[str, Any]] = Field(
+        description=(
+            "shadow: champion against challenger on the ids both labelled, per version pair "
+            "(champion_version, challenger_version, count, champion, challenger); what "
+            "promote --from-live sums"
+        )
+    )
+
+
 def _bytes_header(description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
 
@@ -141,7 +173,13 @@ NO_HEADERS: dict[str, Any] = {"type": "object", "description": "None.", "additio
 
 
 def headers_by_topic(
-    requests: str, predictions: str, dlq: str, drift: str, shadow: str = "iris.shadow"
+    requests: str,
+    predictions: str,
+    dlq: str,
+    drift: str,
+    shadow: str = "iris.shadow",
+    feedback_dlq: str = "iris.feedback.dlq",
+    performance: str = "iris.performance",
 ) -> dict[str, dict[str, Any]]:
     return {
         requests: REQUEST_HEADERS,
@@ -149,6 +187,8 @@ def headers_by_topic(
         dlq: DLQ_HEADERS,
         drift: DRIFT_HEADERS,
         shadow: NO_HEADERS,
+        feedback_dlq: DLQ_HEADERS,
+        performance: NO_HEADERS,
     }
 
 

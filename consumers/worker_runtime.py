@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 
 from consumers.compat import subscriber_consumer, wrap_batch_fetch
+from consumers.feedback import FeedbackReader
 from consumers.handler import StreamHandler, StreamItem
 from consumers.kafka_config import build_kafka_config
 from consumers.kafka_connect import explain_connect_failure
@@ -100,12 +101,18 @@ class WorkerRuntime:
             if self.kafka.exactly_once
             else None
         )
+        self.feedback = (
+            FeedbackReader(settings, self.kafka, self.metrics, self._produce)
+            if settings.feedback_enabled
+            else None
+        )
         self.endpoints = create_broker(
             settings,
             self.route,
             on_parse_error=self._parse_failed,
             commits=self.commits,
             transactions=self.transactions,
+            feedback=self.feedback,
         )
         guard_fetches(self.endpoints.subscriber, lambda: self.consumer_errors)
         wrap_batch_fetch(self.endpoints.subscriber, self.commits.track)  # what a revoke waits for
@@ -117,6 +124,7 @@ class WorkerRuntime:
         self._stop_asked_at: float | None = None
         self._probe: asyncio.Task[None] | None = None
         self._drift_loop: asyncio.Task[None] | None = None
+        self._feedback_loop: asyncio.Task[None] | None = None
 
     @functools.cached_property
     def state(self) -> WorkerState:
@@ -270,6 +278,7 @@ class WorkerRuntime:
                 experiment=experiment,
                 shadow_topic=self.settings.shadow_topic,
                 agreement=agreement,
+                on_scored=self.feedback.scored if self.feedback is not None else None,
             )
             return
 
@@ -287,6 +296,8 @@ class WorkerRuntime:
             **self.kafka.describe(),
         )
         self._probe = asyncio.create_task(supervised(self._probe_broker, "broker_probe"))
+        if self.feedback is not None:
+            self._feedback_loop = asyncio.create_task(supervised(self.feedback.run, "feedback"))
         if self.drift is not None:
             self._drift_loop = asyncio.create_task(supervised(self._tick_drift, "drift_loop"))
 
@@ -294,6 +305,7 @@ class WorkerRuntime:
         self.state.stopping = True
         await cancel(self._probe)
         await self.endpoints.subscriber.stop()  # waits for the in-flight batch: produced, committed
+        await cancel(self._feedback_loop)  # commits the labels joined so far
         await self._finish_drift(publish=True)
 
     # ------------------------------------------------------------------ background loops

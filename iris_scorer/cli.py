@@ -105,19 +105,43 @@ def train(
 @app.command()
 @handles_errors
 def promote(
-    version: Annotated[int, typer.Option("--version", min=1, help="Model version to point the alias at.")],
-    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="Model version to point the alias at.")
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Alias to move (champion or challenger).")] = "champion",
     force: Annotated[
         bool, typer.Option("--force", help="Promote even a version that failed the quality gate.")
     ] = False,
+    from_live: Annotated[
+        bool,
+        typer.Option("--from-live", help="Move @champion to @challenger if live labels say it is not worse."),
+    ] = False,
+    min_labelled: Annotated[
+        int, typer.Option(min=1, help="--from-live: labelled ids both models must have scored.")
+    ] = 200,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=1, help="--from-live: macro F1 the challenger may lose (IRIS_PROMOTE_F1_MARGIN)."
+        ),
+    ] = None,
 ) -> None:
     """Point an alias (default: champion) at a model version (one that passed the quality gate,
-    unless --force)."""
+    unless --force); or, with --from-live, promote the challenger on live evidence."""
     from ml import tracking
     from ml.model import parse_model_uri
     from ml.register import promote as promote_version
 
     settings = settings_from_env()
+    if from_live:
+        if version is not None or alias != "champion":
+            raise fail("--from-live moves @champion to the challenger: drop --version and --alias.")
+        from iris_scorer.live_promotion import promote_from_live
+
+        promote_from_live(settings, min_labelled, margin)
+        return
+    if version is None:
+        raise fail("promote needs --version N (or --from-live).")
     name, _, _ = parse_model_uri(settings.model_uri)
     client = tracking.client(settings.mlflow_tracking_uri)
     previous = promote_version(client, name, str(version), alias, gate=not force)
@@ -150,13 +174,16 @@ def serve(
 ) -> None:
     """REST service: POST /predict, /invocations, /health, /ready, /model, /metrics."""
     from app.server import serve as serve_app
+    from consumers.feedback_sink import KafkaFeedbackSink
 
+    settings = settings_from_env()
     serve_app(
-        settings_from_env(),
+        settings,
         host=host,
         port=port,
         on_ready=process.resume_gc,
         settle_heap=process.settle_heap,
+        feedback=KafkaFeedbackSink(settings),
     )
 
 

@@ -82,3 +82,10 @@ class ParamsError(IrisError):
 
     code = "params_error"
     exit_code = 2
+
+
+class FeedbackUnavailable(IrisError):
+    """A label could not be published to the feedback topic (the broker is unreachable)."""
+
+    code = "feedback_unavailable"
+    http_status = 503

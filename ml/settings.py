@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     drift_eval_timeout_s: float = Field(default=120.0, gt=0)
     # Delayed labels (consumers/feedback.py): predictions kept for the join, by id, bounded by
     # count and age; a live performance window closes every this-many labelled predictions
+    feedback_enabled: bool = True  # IRIS_FEEDBACK_ENABLED=false: the worker reads no labels
     join_max_ids: int = Field(default=200_000, ge=1)
     join_ttl_seconds: float = Field(default=86_400.0, gt=0)
     performance_window_size: int = Field(default=200, ge=1)

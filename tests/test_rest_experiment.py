@@ -3,12 +3,14 @@ comparisons recorded as metrics only, and both aliases hot-reloaded through the 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import warnings
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from app.server import create_app
@@ -120,3 +122,59 @@ def test_the_lifespan_watches_the_challenger_alias(duel) -> None:
             duel.client.get_model_version_by_alias("iris-classifier", "challenger").version
         )
         assert client.get("/ready").status_code == 200
+
+
+@pytest.mark.integration
+def test_post_feedback_publishes_the_label_to_the_feedback_topic(duel, models, embedded_broker) -> None:
+    from consumers.feedback_sink import KafkaFeedbackSink
+
+    champion, _ = models
+    settings = duel.settings(kafka_bootstrap_servers=embedded_broker)
+    app = create_app(settings, holder=ModelHolder(champion), feedback=KafkaFeedbackSink(settings))
+    with TestClient(app) as client:
+        label = {"id": "fb-1", "label": "virginica", "labelled_at": "2026-12-07T01:00:00Z"}
+        got = client.post("/feedback", json=label)
+        assert got.status_code == 202, got.text
+        body = got.json()
+        assert body["status"] == "accepted" and body["topic"] == settings.feedback_topic
+        bad = client.post("/feedback", json={"id": "fb-2", "label": "rose"})
+        assert bad.status_code == 422 and "label: 'rose' is not one of" in bad.text, bad.text
+        assert (
+            client.post("/feedback", content=b"{", headers={"content-type": "application/json"}).status_code
+            == 400
+        )
+        assert client.post("/feedback", json={"label": "setosa"}).status_code == 422
+    record = asyncio.run(
+        _read_one(embedded_broker, settings.feedback_topic, body["partition"], body["offset"])
+    )
+    assert record.key == b"fb-1" and orjson.loads(record.value) == label
+
+
+async def _read_one(bootstrap: str, topic: str, partition: int, offset: int) -> Any:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        return await asyncio.wait_for(consumer.getone(tp), 30)
+    finally:
+        await consumer.stop()
+
+
+def test_post_feedback_without_a_broker_is_a_503_naming_it(duel, models) -> None:
+    from kafka_fixtures import free_port
+
+    from consumers.feedback_sink import KafkaFeedbackSink
+
+    champion, _ = models
+    settings = duel.settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+    sink = KafkaFeedbackSink(settings)
+    app = create_app(settings, holder=ModelHolder(champion), feedback=sink)
+    with TestClient(app) as client:
+        got = client.post("/feedback", json={"id": "fb-1", "label": "setosa"})
+        assert got.status_code == 503
+        assert settings.kafka_bootstrap_servers in got.text and settings.feedback_topic in got.text
+        assert client.post("/predict", json=_record(_rows(1)[0])).status_code == 200  # scoring goes on

@@ -421,7 +421,7 @@ def test_faststream_run_scores_the_contract_example_and_keeps_odd_headers(
     """`faststream run consumers.worker:app` against a broker process: the AsyncAPI example is
     scored; a header value that is not UTF-8 fails nothing and travels unchanged."""
     example = json.loads((REPO_ROOT / "docs" / "asyncapi.json").read_text())["components"]["schemas"]
-    (request,) = [s for s in example.values() if s.get("required", [None])[0] == "id"]
+    request = example["iris.requests:score:Message:Payload"]
     (body,) = request["examples"]
     odd = [("trace", b"\xff\xfe"), ("source", b"lab-3")]
     valid = {**body, "id": "r-odd"}
