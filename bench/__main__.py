@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="5 repeats, large sizes")
     parser.add_argument(
         "--only",
-        default="rest,stream,stream_real,backfill,startup",
-        help="comma-separated: rest,stream,drift,stream_real,backfill,startup (stream_real: on a local Apache Kafka)",
+        default="rest,stream,shadow,stream_real,backfill,startup",
+        help="comma-separated: rest,stream,drift,shadow,stream_real,backfill,startup (stream_real: on a local Apache Kafka)",
     )
     args = parser.parse_args(argv)
     mode = scenarios.FULL if args.full else scenarios.QUICK
@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["scenarios"].append(stream_result.to_json())
             if "drift" in only:
                 report["scenarios"].append(drift_result.to_json())
+        if "shadow" in only:
+            print("scenario shadow (champion and challenger on every batch)", flush=True)
+            from bench.shadow import shadow
+
+            report["scenarios"].append(shadow(mode, registry).to_json())
         if "stream_real" in only:
             print("scenario stream on real Kafka (+ exactly-once)", flush=True)
             from bench.stream_real import stream_real_kafka

@@ -45,4 +45,8 @@ def create_registry() -> BenchRegistry:
     from conftest import train_and_register
 
     version = train_and_register(uri, classifier="logistic_regression", promote=True)
+    # @challenger for the shadow scenario: another logistic regression (scored in NumPy, as the champion)
+    train_and_register(
+        uri, classifier="logistic_regression", promote=True, hyperparameters={"C": 0.05}, alias="challenger"
+    )
     return BenchRegistry(root, uri, version)

@@ -69,9 +69,10 @@ class FeedbackReader:
 
     def scored(self, predictions: Sequence[dict[str, Any]], shadow: Sequence[dict[str, Any]] | None) -> None:
         """Acknowledged predictions (and shadow comparisons) of one batch: join candidates now."""
-        self.join.add_predictions(predictions)
-        if shadow:
+        if shadow:  # every id with both models' labels (a canary's answer is the challenger's)
             self.join.add_shadow(shadow)
+        else:
+            self.join.add_predictions(predictions)
         self.metrics.join_size.set(len(self.join))
 
     async def assigned(self, partitions: Iterable[TopicPartition]) -> None:

@@ -80,6 +80,9 @@ def fit_record(
     the headers ``value_truncated`` (``true``/``false``) and ``original_size`` (the original
     value's bytes), plus ``key_truncated: true`` and ``headers_dropped: N`` when those apply.
     """
+    small = max_bytes is None or 64 + len(key or b"") + len(value or b"") <= max_bytes - RECORD_ROOM_BYTES
+    if small and not own and not kept:  # a prediction or comparison without headers: the common case
+        return Outgoing(topic, key, value, None)
     whole = Outgoing(topic, key, value, own + kept or None)
     if max_bytes is None or record_size(whole) <= max_bytes - RECORD_ROOM_BYTES:
         return whole

@@ -91,6 +91,26 @@ def sample_rows(
     ]
 
 
+def sample_labels(count: int, *, seed: int = 0, share: float = 1.0, start: int = 0) -> list[Message]:
+    """Ground truth for ``share`` of :func:`sample_rows`' requests (same ``count``, ``seed`` and
+    ``start``): ``{"id", "label", "labelled_at"}`` with the species each row was drawn from, keyed
+    by the id, spread evenly over the traffic."""
+    rng = np.random.default_rng(seed)
+    names, means, _, _ = _class_stats()
+    species = rng.integers(0, len(means), size=count)  # the same first draw as sample_rows
+    now = _iso(datetime.now(UTC))
+    chosen = [n for n in range(count) if int((n + 1) * share) > int(n * share)]
+    return [
+        (
+            f"r-{seed}-{start + n}".encode(),
+            orjson.dumps(
+                {"id": f"r-{seed}-{start + n}", "label": str(names[species[n]]), "labelled_at": now}
+            ),
+        )
+        for n in chosen
+    ]
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -133,9 +153,15 @@ def sample_messages(
 
 
 async def send_messages(
-    settings: Settings, messages: Sequence[Message], *, rate: float = 0.0, progress: bool = False
+    settings: Settings,
+    messages: Sequence[Message],
+    *,
+    rate: float = 0.0,
+    progress: bool = False,
+    topic: str | None = None,
 ) -> int:
-    """Produce ``messages`` to the requests topic (``rate`` per second, 0 = unlimited); wait for acks."""
+    """Produce ``messages`` to the requests topic (or ``topic``; ``rate`` per second, 0 = unlimited);
+    wait for acks."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
@@ -151,7 +177,7 @@ async def send_messages(
     try:
         started = settled_at = time.monotonic()
         pending: list[asyncio.Future[Any]] = []
-        topic = settings.requests_topic
+        topic = topic or settings.requests_topic
         for index, (key, value) in enumerate(messages):
             if rate > 0:
                 delay = started + index / rate - time.monotonic()
@@ -190,8 +216,12 @@ def _progress(total: int) -> Any:
     return tqdm(total=total, unit="msg", desc="publish", file=sys.stderr)
 
 
-def run_publish(settings: Settings, *, count: int, rate: float, shift: float, bad: int, seed: int) -> int:
-    """``iris-scorer publish``: prints one final count line; 0 on success."""
+def run_publish(
+    settings: Settings, *, count: int, rate: float, shift: float, bad: int, seed: int, labels: float = 0.0
+) -> int:
+    """``iris-scorer publish``: prints one final count line (and one for the labels); 0 on success.
+    With ``labels`` (a share, 0-1), the true species of that share of the valid requests is then
+    published to the feedback topic: delayed labels, as a labelling process would send them."""
     messages = sample_messages(count, shift=shift, bad=bad, seed=seed, rate=rate)
     started = time.monotonic()
     sent = asyncio.run(send_messages(settings, messages, rate=rate, progress=sys.stderr.isatty()))
@@ -200,4 +230,10 @@ def run_publish(settings: Settings, *, count: int, rate: float, shift: float, ba
         f"published {sent} messages ({count} valid, {bad} malformed, shift={shift:g}) "
         f"to {settings.requests_topic} in {elapsed:.2f} s ({sent / elapsed:.0f} msg/s)"
     )
+    if labels > 0:
+        truth = sample_labels(count, seed=seed, share=labels)
+        asyncio.run(send_messages(settings, truth, topic=settings.feedback_topic))
+        print(
+            f"published {len(truth)} labels ({labels:.0%} of the valid requests) to {settings.feedback_topic}"
+        )
     return 0

@@ -27,7 +27,18 @@ def backfill(
         str | None, typer.Option("--model-uri", help="Model to score with (default: IRIS_MODEL_URI).")
     ] = None,
     compare_with: Annotated[
-        str | None, typer.Option("--compare-with", help="Second model URI: adds compare_label and a summary.")
+        str | None,
+        typer.Option(
+            "--compare-with", help="Second model URI: adds compare_label, compare_prob_* and a summary."
+        ),
+    ] = None,
+    challenger: Annotated[
+        bool,
+        typer.Option("--challenger", help="Compare with IRIS_CHALLENGER_URI (as --compare-with does)."),
+    ] = False,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="id,label file (CSV, Parquet, JSONL): a performance report per model."),
     ] = None,
     shard: Annotated[
         str, typer.Option("--shard", help="I/N: process only this share of the input files.")
@@ -72,6 +83,8 @@ def backfill(
         strict=strict,
         model_uri=model_uri,
         compare_with=compare_with,
+        challenger=challenger,
+        labels=labels,
         shard=parse_shard(shard),
         from_topic=from_topic,
         start=parse_time(start, "--start") if start else None,

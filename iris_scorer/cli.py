@@ -244,9 +244,13 @@ def publish(
     ] = 0.0,
     bad: Annotated[int, typer.Option(min=0, help="Malformed messages to interleave.")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    labels: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Then publish the true species of this share to iris.feedback."),
+    ] = 0.0,
     bootstrap_servers: BootstrapServers = None,
 ) -> None:
-    """Sample traffic to iris.requests (Iris class distributions with noise)."""
+    """Sample traffic to iris.requests (Iris class distributions with noise), and labels."""
     from consumers.publish import run_publish
 
     raise typer.Exit(
@@ -257,6 +261,7 @@ def publish(
             shift=shift,
             bad=bad,
             seed=seed,
+            labels=labels,
         )
     )
 
@@ -280,6 +285,8 @@ def demo() -> None:
 FAST_EXIT_COMMANDS = frozenset({"backfill"})
 #: Commands that start with the garbage collector paused and resume it once set up (iris_scorer.process).
 FAST_START_COMMANDS = frozenset({"backfill", "serve", "worker"})
+#: Long-running services, whose freed memory glibc keeps for the next batch (iris_scorer.process).
+SERVICE_COMMANDS = frozenset({"serve", "worker"})
 
 
 def main() -> None:
@@ -287,6 +294,8 @@ def main() -> None:
     process.fail_fast_on_registry_outage()
     if command in FAST_START_COMMANDS:
         process.pause_gc()
+    if command in SERVICE_COMMANDS:
+        process.keep_freed_memory()
     try:
         app()
     except SystemExit as exc:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from iris_scorer import demo_live
 from iris_scorer.children import Children, cli_command, interruptible, start_on_port, wait_http
 from ml.errors import IrisError
 from ml.settings import Settings
@@ -48,6 +49,7 @@ class Tally:
     dlq: Counter[str] = field(default_factory=Counter)
     drift: list[dict[str, Any]] = field(default_factory=list)
     drift_skipped: int | None = None  # iris_drift_windows_skipped_total, all reasons
+    live: demo_live.LiveTally = field(default_factory=demo_live.LiveTally)
 
 
 async def collect(
@@ -69,6 +71,8 @@ async def collect(
         settings.predictions_topic,
         settings.dlq_topic,
         settings.drift_topic,
+        settings.shadow_topic,
+        settings.performance_topic,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
@@ -87,12 +91,21 @@ async def collect(
                         tally.prediction_ids.add(body["id"])
                         tally.predictions[body["label"]] += 1
                         tally.versions[body["model_version"]] += 1
+                    elif tp.topic == settings.shadow_topic:
+                        tally.live.add_shadow(orjson.loads(msg.value or b"{}"))
+                    elif tp.topic == settings.performance_topic:
+                        tally.live.windows.append(orjson.loads(msg.value or b"{}"))
                     elif tp.topic == settings.dlq_topic:
                         headers = {k: v.decode(errors="replace") for k, v in msg.headers}
                         tally.dlq[headers.get("error", "?")] += 1
                     else:
                         tally.drift.append(orjson.loads(msg.value or b"{}"))
-            done = len(tally.prediction_ids) >= valid and sum(tally.dlq.values()) >= bad
+            labelled = int(valid * demo_live.LABEL_SHARE) // demo_live.WINDOW_LABELS
+            done = (
+                len(tally.prediction_ids) >= valid
+                and sum(tally.dlq.values()) >= bad
+                and len(tally.live.windows) >= labelled
+            )
             # The last (shifted) window closes on time: wait for it a little after the data is in.
             if done and time.monotonic() - quiet_since > 2.0:
                 skipped = await asyncio.to_thread(skipped_windows, metrics_url) or 0
@@ -128,6 +141,7 @@ def run_demo(settings: Settings) -> int:
 
 def _run_demo(settings: Settings) -> int:
     ensure_champion(settings)
+    demo_live.ensure_challenger(settings)
     reports = settings.reports_dir.resolve()
     logs = reports / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -145,6 +159,9 @@ def _run_demo(settings: Settings) -> int:
             # a core, meant for sustained high rates) and skip most of them
             "IRIS_DRIFT_CPU_SHARE": "1",
             "IRIS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            # champion against challenger: both score every request, labels join on half of them
+            "IRIS_SHADOW": "true",
+            "IRIS_PERFORMANCE_WINDOW_SIZE": str(demo_live.WINDOW_LABELS),
         }
     )
     children = Children(logs)
@@ -169,19 +186,24 @@ def _run_demo(settings: Settings) -> int:
         )
 
         publish = [*cli_command(), "publish"]
+        labels = ["--labels", str(demo_live.LABEL_SHARE)]
         print(
             f"demo: publishing {NORMAL_COUNT} in-distribution requests and {BAD_COUNT} malformed ones",
             flush=True,
         )
         _publish(
-            children, [*publish, "--count", str(NORMAL_COUNT), "--bad", str(BAD_COUNT), "--seed", "1"], env
+            children,
+            [*publish, "--count", str(NORMAL_COUNT), "--bad", str(BAD_COUNT), "--seed", "1", *labels],
+            env,
         )
         print(
             f"demo: publishing {SHIFTED_COUNT} requests with petal features shifted by +{SHIFT_SD} sd",
             flush=True,
         )
         _publish(
-            children, [*publish, "--count", str(SHIFTED_COUNT), "--shift", str(SHIFT_SD), "--seed", "2"], env
+            children,
+            [*publish, "--count", str(SHIFTED_COUNT), "--shift", str(SHIFT_SD), "--seed", "2", *labels],
+            env,
         )
 
         tally = asyncio.run(
@@ -198,6 +220,7 @@ def _run_demo(settings: Settings) -> int:
         sample = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
         rest_answer = httpx.post(f"http://127.0.0.1:{rest_port}/predict", json=sample, timeout=10).json()
         tally.drift_skipped = skipped_windows(f"http://127.0.0.1:{worker_port}/metrics")
+        tally.live.decision = demo_live.promote_from_live(env)
     finally:
         children.stop_all()
     print_summary(tally, rest_answer, rest_port, logs, time.monotonic() - started)
@@ -259,5 +282,6 @@ def print_summary(
     print(
         f"REST: POST http://127.0.0.1:{rest_port}/predict → {rest_answer.get('label')} (v{rest_answer.get('model_version')})"
     )
+    demo_live.print_live(tally.live)
     print(f"logs: {logs}   wall time: {wall_s:.1f} s")
     print("all demo processes stopped")

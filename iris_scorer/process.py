@@ -16,6 +16,14 @@ the REST service as their ``settle_heap`` hook, called after start-up and after 
 keeps the long-lived ones out of every later collection: about 40% less CPU per message on the
 stream worker's hot path. It holds the GIL for ~0.15 s on a worker-sized heap.
 
+**Freed memory kept for reuse** (:func:`keep_freed_memory`, services only). glibc returns the
+top of its heap to the kernel whenever more than 128 KiB is free there (``M_TRIM_THRESHOLD``), so
+a worker that frees a batch's few hundred encoded messages and then allocates the next batch's
+pays a page fault for every page again: measured here, ``orjson.dumps`` of a prediction-sized
+dict cost 1.8 µs in a batch of 500 against 0.09 µs with the threshold raised. The long-running
+services raise it to 64 MiB (and fix the mmap threshold at 32 MiB, which setting the first would
+otherwise freeze at 128 KiB); memory freed after a peak stays in the process, up to that much.
+
 Code that did not pause the collector (tests calling the functions directly) is unaffected:
 :func:`resume_gc` does nothing unless :func:`pause_gc` paused it, and adapters default both hooks
 to doing nothing.
@@ -64,6 +72,30 @@ def pause_gc() -> None:
 
 def resume_gc() -> None:
     _START_UP.resume()
+
+
+#: mallopt(3) parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES = 64 << 20
+MMAP_THRESHOLD_BYTES = 32 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's trim and mmap thresholds (see above); False where there is no glibc ``mallopt``
+    (musl, macOS) or the environment already sets ``MALLOC_TRIM_THRESHOLD_``."""
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+    )
 
 
 def settle_heap() -> None:

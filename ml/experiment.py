@@ -153,20 +153,22 @@ def shadow_records(
     our_classes, their_classes = ours.model.class_names, theirs.model.class_names
     our_p, their_p = np.round(ours.probabilities, 6).tolist(), np.round(theirs.probabilities, 6).tolist()
     same = agreement(pair).tolist()
-    our_labels, their_labels = ours.labels.tolist(), theirs.labels.tolist()
+    ours_v, theirs_v = ours.model.version, theirs.model.version
     return [
         {
-            "id": ids[i],
-            "champion_version": ours.model.version,
-            "challenger_version": theirs.model.version,
-            "champion_label": our_labels[i],
-            "challenger_label": their_labels[i],
-            "champion_probabilities": dict(zip(our_classes, our_p[i], strict=True)),
-            "challenger_probabilities": dict(zip(their_classes, their_p[i], strict=True)),
-            "agree": same[i],
+            "id": record_id,
+            "champion_version": ours_v,
+            "challenger_version": theirs_v,
+            "champion_label": a,
+            "challenger_label": b,
+            "champion_probabilities": dict(zip(our_classes, p, strict=True)),
+            "challenger_probabilities": dict(zip(their_classes, q, strict=True)),
+            "agree": agree,
             "scored_at": scored_at,
         }
-        for i in range(len(ids))
+        for record_id, a, b, p, q, agree in zip(
+            ids, ours.labels.tolist(), theirs.labels.tolist(), our_p, their_p, same, strict=True
+        )
     ]
 
 

@@ -101,22 +101,44 @@ class JoinState:
         self._trim(time.time())
 
     def add_predictions(self, predictions: Iterable[Mapping[str, Any]], at: float | None = None) -> None:
-        for p in predictions:
-            if p.get("id"):
-                self.add(
-                    p["id"], {(p.get("model_alias") or "champion", str(p["model_version"])): p["label"]}, at
-                )
+        """A batch of ``iris.predictions`` records (one pass, one trim: this runs per scored batch)."""
+        self._add_many(
+            (
+                (p["id"], {(p.get("model_alias") or "champion", str(p["model_version"])): p["label"]})
+                for p in predictions
+                if p.get("id")
+            ),
+            at,
+        )
 
     def add_shadow(self, records: Iterable[Mapping[str, Any]], at: float | None = None) -> None:
-        for r in records:
-            self.add(
-                r["id"],
-                {
-                    ("champion", str(r["champion_version"])): r["champion_label"],
-                    ("challenger", str(r["challenger_version"])): r["challenger_label"],
-                },
-                at,
-            )
+        """A batch of ``iris.shadow`` records: both models' labels per id."""
+        self._add_many(
+            (
+                (
+                    r["id"],
+                    {
+                        ("champion", str(r["champion_version"])): r["champion_label"],
+                        ("challenger", str(r["challenger_version"])): r["challenger_label"],
+                    },
+                )
+                for r in records
+            ),
+            at,
+        )
+
+    def _add_many(self, items: Iterable[tuple[str, dict[ModelKey, str]]], at: float | None = None) -> None:
+        now = time.time()
+        at = now if at is None else at
+        entries = self._entries
+        for record_id, labels in items:
+            entry = entries.get(record_id)
+            if entry is None:
+                entries[record_id] = _Entry(at, labels)
+            else:
+                entry.labels.update(labels)
+                entry.at = max(entry.at, at)
+        self._trim(now)
 
     def take(self, record_id: str, now: float | None = None) -> dict[ModelKey, str] | bool | None:
         """The labels predicted for ``record_id``; None if unknown or expired; False if it was

@@ -54,7 +54,15 @@ class Registry:
         return train_and_register(self.tracking_uri, classifier=classifier, promote=promote, seed=seed)
 
 
-def train_and_register(tracking_uri: str, *, classifier: str, promote: bool, seed: int = 42) -> str:
+def train_and_register(
+    tracking_uri: str,
+    *,
+    classifier: str,
+    promote: bool,
+    seed: int = 42,
+    hyperparameters: dict[str, object] | None = None,
+    alias: str = "champion",
+) -> str:
     from ml.evaluate import compute_metrics
     from ml.register import promote as promote_version
     from ml.register import register_run
@@ -62,7 +70,7 @@ def train_and_register(tracking_uri: str, *, classifier: str, promote: bool, see
 
     frame = load_raw()
     train, test = split(frame, PrepareParams(test_size=0.2, seed=42))
-    params = TrainParams(classifier=classifier, seed=seed)  # type: ignore[arg-type]
+    params = TrainParams(classifier=classifier, seed=seed, hyperparameters=hyperparameters or {})  # type: ignore[arg-type]
     pipeline = fit(params, train)
     run = log_training_run(pipeline, params, train, tracking_uri, data_md5="test")
     predicted = pipeline.predict(test[["sepal_length", "sepal_width", "petal_length", "petal_width"]])
@@ -74,7 +82,7 @@ def train_and_register(tracking_uri: str, *, classifier: str, promote: bool, see
     gate = RegisterParams(model_name="iris-classifier", alias="champion", min_f1_macro=0.0)
     decision = register_run(client, gate.model_copy(update={"alias": "_candidate"}), run, metrics["f1_macro"])
     if promote:
-        promote_version(client, "iris-classifier", decision.version, "champion")
+        promote_version(client, "iris-classifier", decision.version, alias)
     return decision.version
 
 

@@ -17,7 +17,8 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_demo_runs_the_whole_flow_and_stops_everything(registry, tmp_path: Path) -> None:
+def test_demo_runs_the_whole_flow_and_stops_everything(fresh_registry, tmp_path: Path) -> None:
+    registry = fresh_registry  # the demo trains a challenger and may promote it: a registry of its own
     env = dict(os.environ)
     env.update({"MLFLOW_TRACKING_URI": registry.tracking_uri, "IRIS_REPORTS_DIR": str(tmp_path / "reports")})
     result = subprocess.run(
@@ -45,6 +46,20 @@ def test_demo_runs_the_whole_flow_and_stops_everything(registry, tmp_path: Path)
     reports = list((tmp_path / "reports" / "drift").glob("*.html"))
     assert len(reports) == len(drift_lines)
     assert "all demo processes stopped" in out
+    # the champion/challenger loop: shadow on every request, labels for half, a decision at the end
+    assert "shadow: 3000 requests scored by both models, agreement " in out
+    assert "live performance: 6 windows of 250 labelled predictions" in out
+    live = re.findall(r"^  (champion|challenger) +v(\d+) +labelled=(\d+) +accuracy=([\d.]+)", out, re.M)
+    assert {alias for alias, *_ in live} == {"champion", "challenger"}, out
+    assert all(int(n) == 1500 for _, _, n, _ in live), live
+    decision = out.split("promote --from-live:", 1)[1]
+    assert "on 1500 labelled ids in 6 windows" in decision, decision
+    champion_now = registry.client.get_model_version_by_alias("iris-classifier", "champion").version
+    challenger = registry.client.get_model_version_by_alias("iris-classifier", "challenger").version
+    if "promoting it to champion" in decision:
+        assert str(champion_now) == str(challenger)
+    else:
+        assert "the aliases stay" in decision and str(champion_now) == registry.champion_version
     # Nothing the demo started is left running (its children carry our reports folder in their env).
     leftovers = []
     for proc in psutil.process_iter():
@@ -99,8 +114,9 @@ def wait_for_output(proc: subprocess.Popen[str], marker: str, timeout_s: float =
     ],
 )
 def test_an_interrupted_demo_says_so_stops_everything_and_exits_130(
-    registry, tmp_path: Path, case: str, start_ignoring_sigint: bool, to_group: bool
+    fresh_registry, tmp_path: Path, case: str, start_ignoring_sigint: bool, to_group: bool
 ) -> None:  # type: ignore[no-untyped-def]
+    registry = fresh_registry  # the demo sets a challenger
     reports = tmp_path / "reports"
 
     def preexec() -> None:
@@ -137,7 +153,10 @@ def test_an_interrupted_demo_says_so_stops_everything_and_exits_130(
     assert leftover_children(reports) == []
 
 
-def test_taken_ports_fall_back_to_free_ones_and_the_addresses_are_printed(registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_taken_ports_fall_back_to_free_ones_and_the_addresses_are_printed(
+    fresh_registry, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    registry = fresh_registry
     """Another program holds the demo's usual ports (a local Kafka on 9092, a web server on
     8000, ...): the demo binds free ones instead and says where everything is."""
     holders = []

@@ -143,3 +143,25 @@ def test_too_few_labels_refuses_with_a_sentence() -> None:
 def test_only_the_current_pair_counts() -> None:
     evidence = gather([_window(GOOD, WORSE, "1", "3"), _window(WORSE, GOOD, "1", "2")], "1", "2")
     assert evidence.windows == 1 and evidence.challenger_f1 == pytest.approx(macro_f1(GOOD))
+
+
+def test_published_labels_are_the_species_each_sample_row_was_drawn_from() -> None:
+    import orjson
+
+    from consumers.publish import _class_stats, sample_labels, sample_rows
+    from ml.schema import FEATURES
+
+    rows = sample_rows(400, seed=9)
+    labels = sample_labels(400, seed=9, share=0.25)
+    assert len(labels) == 100
+    by_id = {r["id"]: r for r in rows}
+    names, means, stds, _ = _class_stats()
+    likeliest = 0
+    for key, value in labels:
+        body = orjson.loads(value)
+        assert key.decode() == body["id"] and body["id"] in by_id
+        assert check_feedback(value, 1024) == Feedback(body["id"], body["label"], body["labelled_at"])
+        row = np.array([by_id[body["id"]][f] for f in FEATURES])
+        fit = [-(((row - m) / s) ** 2).sum() for m, s in zip(means, stds, strict=True)]
+        likeliest += names[int(np.argmax(fit))] == body["label"]
+    assert likeliest >= 90  # the row is (almost always) likeliest under the species it was drawn from

@@ -187,3 +187,50 @@ def test_shadow_and_labels_through_a_restart(
     committed, ends = offsets(own_broker, f"{SETTINGS.consumer_group}.feedback", SETTINGS.feedback_topic)
     assert committed == ends, "the feedback offsets moved on"
     assert again.terminate() == 0
+
+
+# Two members in one group need a real Kafka (the embedded mock refuses a late follower's SyncGroup).
+@pytest.mark.real_kafka
+def test_two_workers_each_join_the_labels_of_their_own_partitions(
+    duel: Any, embedded_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+) -> None:
+    import asyncio
+    import uuid
+
+    from kafka_fixtures import _ensure_topics
+
+    suffix = uuid.uuid4().hex[:8]
+    names = ("requests", "predictions", "dlq", "drift", "shadow", "feedback", "feedback_dlq", "performance")
+    topics = {name: f"iris.{name}.{suffix}" for name in names}
+    asyncio.run(_ensure_topics(embedded_broker, tuple(topics.values()), 4))
+    env = worker_env(
+        duel,
+        embedded_broker,
+        tmp_path,
+        IRIS_CONSUMER_GROUP=f"iris-fb-{suffix}",
+        IRIS_DRIFT_ENABLED="false",
+        IRIS_PERFORMANCE_WINDOW_SIZE="50",
+        **{f"IRIS_{name.upper()}_TOPIC": topic for name, topic in topics.items()},
+    )
+    for _ in range(2):
+        workers.append(Worker(env))
+    for worker in workers:
+        worker.wait_ready()
+    messages, truth = iris_requests("g", 4, seed=33)
+    produce_raw(embedded_broker, topics["requests"], messages)
+    collector = Collector(embedded_broker, (topics["predictions"],))
+    collectors.append(collector)
+    collector.wait_for(lambda: collector.count(topics["predictions"]) >= len(messages), "every prediction")
+    scored = [metric(w, "iris_predictions_total") for w in workers]
+    assert all(n > 0 for n in scored), f"both workers scored part of the traffic: {scored}"
+    ids = sorted(truth)
+    produce_raw(embedded_broker, topics["feedback"], labels_for(ids, truth))
+    deadline = __import__("time").monotonic() + 120
+    while sum(metric(w, "iris_feedback_total", outcome="matched") for w in workers) < len(ids):
+        assert __import__("time").monotonic() < deadline, [w.output()[-2000:] for w in workers]
+        __import__("time").sleep(0.2)
+    matched = [metric(w, "iris_feedback_total", outcome="matched") for w in workers]
+    # each worker joined exactly the labels of the requests it scored itself
+    assert matched == scored, (matched, scored)
+    assert all(metric(w, "iris_feedback_total", outcome="unmatched") == 0 for w in workers)
+    assert all(w.terminate() == 0 for w in workers)

@@ -17,6 +17,7 @@ from consumers.backfill.columns import fill_ids
 from consumers.backfill.options import SOURCE, BackfillOptions
 from consumers.backfill.output import ConstantColumns, confusion, extra_columns, output_table
 from consumers.backfill.parts import Workspace
+from consumers.backfill.truth import chunk_truth, truth_stats
 from ml.errors import BadInputError
 from ml.model import LoadedModel
 from ml.predict import Scorer, Scores, score
@@ -117,6 +118,7 @@ def score_chunk(
     schema: pa.Schema,
     strict: bool,
     constants: ConstantColumns | None = None,
+    labels: dict[str, str] | None = None,
 ) -> ChunkResult:
     ids, matrix, valid = validate(chunk)
     bad = np.flatnonzero(~valid)
@@ -149,6 +151,9 @@ def score_chunk(
     }
     if compared is not None:
         stats["confusion"] = confusion(scores, compared)
+    truth = chunk_truth(chunk.table, good_ids, mask, labels)
+    if truth is not None:
+        stats["truth"] = truth_stats(truth, scores, compared)
     return ChunkResult(table, scores, good, good_ids, valid, rejects, stats)
 
 

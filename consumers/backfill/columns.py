@@ -42,7 +42,9 @@ def pass_through(names: Iterable[str]) -> list[str]:
     return [
         name
         for name in names
-        if name not in OUTPUT_COLUMNS and name not in INTERNAL_COLUMNS and not name.startswith("prob_")
+        if name not in OUTPUT_COLUMNS
+        and name not in INTERNAL_COLUMNS
+        and not name.startswith(("prob_", "compare_prob_"))
     ]
 
 
@@ -72,7 +74,8 @@ def wanted(file: InputFile, names: Sequence[str], count_only: bool) -> list[str]
     if count_only:
         return [FEATURES[0]] if FEATURES[0] in names else list(names[:1])
     require_features(file, names)
-    return ["id"] * ("id" in names) + list(FEATURES) + pass_through(names)
+    truth = ["label"] * ("label" in names)  # ground truth (consumers/backfill/truth.py), not passed on
+    return ["id"] * ("id" in names) + list(FEATURES) + pass_through(names) + truth
 
 
 def reason_rows(schema: pa.Schema, reasons: list[str], count_only: bool) -> pa.Table:
@@ -130,7 +133,7 @@ def normalise(table: pa.Table, count_only: bool = False, *, json_extras: Sequenc
     else:
         for name in pass_through(table.column_names):
             columns[name] = table[name]
-    for extra in INTERNAL_COLUMNS:
+    for extra in (*INTERNAL_COLUMNS, "label"):  # "label": ground truth (consumers/backfill/truth.py)
         if extra in table.column_names:
             columns[extra] = table[extra]
     if texts:

@@ -24,6 +24,10 @@ class BackfillOptions:
     strict: bool = False
     model_uri: str | None = None
     compare_with: str | None = None
+    #: compare with IRIS_CHALLENGER_URI (what --compare-with does, for the challenger alias)
+    challenger: bool = False
+    #: ground truth by id (else a ``label`` column of the input, when it has one)
+    labels: Path | None = None
     shard: tuple[int, int] = (0, 1)
     from_topic: str | None = None
     start: datetime | None = None
@@ -46,6 +50,8 @@ class BackfillSummary:
     rejects_path: Path | None = None
     compare_path: Path | None = None
     compare: dict[str, Any] | None = None
+    performance: dict[str, Any] | None = None
+    performance_path: Path | None = None
     drift_reports: list[str] = field(default_factory=list)
     #: rows left out of drift windows: later than the open windows allow, or without a time
     drift_late_rows: int = 0
@@ -70,6 +76,12 @@ class BackfillSummary:
             lines.append(f"rejects: {self.rejects_path}")
         if self.compare is not None:
             lines.append(f"compare: {orjson.dumps(self.compare).decode()} ({self.compare_path or '-'})")
+        if self.performance is not None:
+            for m in self.performance["models"]:
+                lines.append(
+                    f"performance ({m['role']}): {m['model']} accuracy={m['accuracy']} f1_macro={m['f1_macro']} "
+                    f"on {m['count']} labelled rows ({self.performance_path or '-'})"
+                )
         if self.drift_reports:
             lines.append(f"drift reports: {len(self.drift_reports)} (last: {self.drift_reports[-1]})")
         if self.drift_late_rows or self.drift_untimed_rows:
@@ -112,6 +124,8 @@ def check_options(options: BackfillOptions) -> None:
         raise BadInputError("--output is required (or --to-topic to publish the predictions).")
     if options.output is not None and options.to_topic is None:
         files.output_kind(options.output)
+    if options.challenger and options.compare_with is not None:
+        raise BadInputError("give --compare-with URI or --challenger (IRIS_CHALLENGER_URI), not both.")
     if options.chunk_rows < 1:
         raise BadInputError("--chunk-size must be at least 1.")
     if options.from_topic is None and (options.start is not None or options.end is not None):

@@ -38,8 +38,9 @@ def output_schema(
     fields += [(name, pa.float64()) for name in FEATURES]
     fields += [(field.name, field.type) for field in extras]
     fields += [("label", text)] + [(f"prob_{c}", pa.float64()) for c in classes.tolist()]
-    if compare:
+    if compare:  # the second model (--compare-with, --challenger): its label and probabilities
         fields.append(("compare_label", text))
+        fields += [(f"compare_prob_{c}", pa.float64()) for c in classes.tolist()]
     fields += [("model_name", text), ("model_version", text), ("scored_at", text)]
     return pa.schema(fields)
 
@@ -64,6 +65,9 @@ def output_table(
     columns += [pa.array(by_class[j]) for j in range(len(scores.model.classes))]
     if compare is not None:
         columns.append(_labels(compare, dictionary))
+        theirs = np.ascontiguousarray(compare.probabilities.T)
+        by_name = dict(zip(compare.model.class_names, range(len(compare.model.classes)), strict=True))
+        columns += [pa.array(theirs[by_name[c]]) for c in scores.model.class_names]
     columns += [
         constants.column(value, n, dictionary)
         for value in (scores.model.name, scores.model.version, scored_at)

@@ -57,6 +57,7 @@ from consumers.backfill.output import ConstantColumns, output_schema
 from consumers.backfill.parts import Progress, Workspace, fingerprint
 from consumers.backfill.pipeline import OrderedWriter, prefetch
 from consumers.backfill.sinks import FileSink
+from consumers.backfill.truth import load_labels, performance
 from ml.errors import BadInputError
 from ml.logs import log_event
 from ml.metrics import Metrics
@@ -95,9 +96,9 @@ def run_backfill(
     owned = inputs.shard_files(files, *options.shard)
 
     model = _load(settings, options.model_uri or settings.model_uri, with_reference=spec is not None)
-    compare_model = (
-        _load(settings, options.compare_with, with_reference=False) if options.compare_with else None
-    )
+    compare_uri = settings.challenger_uri if options.challenger else options.compare_with
+    compare_model = _load(settings, compare_uri, with_reference=False) if compare_uri else None
+    labels = load_labels(options.labels) if options.labels is not None else None
     scorer = Scorer(ModelHolder(model), Metrics())
 
     output = options.output
@@ -149,7 +150,7 @@ def run_backfill(
                     progress.update(chunk.table.num_rows)
                     continue
                 result = score_chunk(
-                    chunk, scorer, compare_model, scored_at, schema, options.strict, constants
+                    chunk, scorer, compare_model, scored_at, schema, options.strict, constants, labels
                 )
                 if drift is not None:
                     drift.add(result.matrix, _times(chunk.table, result.valid))
@@ -184,6 +185,10 @@ def run_backfill(
     if workspace is not None:
         stats = [v for _, v in sorted(workspace.manifest["parts"].items())]
     summary = _summarise(stats, model, compare_model)
+    names = {"model": f"{model.name} v{model.version}"}
+    if compare_model is not None:
+        names["compare"] = f"{compare_model.name} v{compare_model.version}"
+    summary.performance = performance(stats, names)
     summary.resumed_parts = resumed if workspace is not None and workspace.resumed else 0
     summary.drift_reports = drift.reports if drift is not None else []
     if drift is not None:

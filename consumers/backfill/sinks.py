@@ -103,4 +103,9 @@ class FileSink:
             writers.write_atomic_bytes(
                 summary.compare_path, orjson.dumps(summary.compare, option=orjson.OPT_INDENT_2)
             )
+        if summary.performance is not None:
+            summary.performance_path = sibling(output, ".performance.json")
+            writers.write_atomic_bytes(
+                summary.performance_path, orjson.dumps(summary.performance, option=orjson.OPT_INDENT_2)
+            )
         shutil.rmtree(self.workspace.dir, ignore_errors=True)
