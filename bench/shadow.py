@@ -17,9 +17,12 @@ from bench.scenarios import (
     timed_drain,
 )
 
+#: at least this many messages per drain: 20,000 drain in 0.2 s, too short to tell 0.7 from 0.65
+MIN_MESSAGES = 100_000
+
 
 def _drain(name: str, mode: Mode, registry: BenchRegistry) -> dict[str, float]:
-    n = mode.stream_messages
+    n = max(mode.stream_messages, MIN_MESSAGES)
     with embedded_broker() as bootstrap:
         produce_s = preload(bootstrap, "iris.requests", n)
         env = (
@@ -42,11 +45,11 @@ def _drain(name: str, mode: Mode, registry: BenchRegistry) -> dict[str, float]:
 def shadow(mode: Mode, registry: BenchRegistry) -> ScenarioResult:
     result = ScenarioResult(
         "shadow",
-        f"{mode.stream_messages:,} requests preloaded into a fresh embedded broker per run; our worker "
+        f"{max(mode.stream_messages, MIN_MESSAGES):,} requests preloaded into a fresh embedded broker per run; our worker "
         "with IRIS_SHADOW=true (champion and challenger score every batch, one iris.shadow record per "
         "request) against IRIS_SHADOW=false; drift off in both. Throughput = predictions / time from "
         "the first to the last.",
-        params={"messages": mode.stream_messages, "repeats": mode.repeats},
+        params={"messages": max(mode.stream_messages, MIN_MESSAGES), "repeats": mode.repeats},
     )
     result.columns = ["msgs_per_s", "cpu_s_per_100k", "peak_rss_mb", "first_output_s"]
     result.goals = [

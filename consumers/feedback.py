@@ -33,9 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -49,30 +52,51 @@ from ml.messages import Rejected
 from ml.metrics import Metrics
 from ml.settings import Settings
 
+if TYPE_CHECKING:
+    from ml.experiment import Outcome
+
 log = logging.getLogger("consumers.feedback")
 
 Produce = Callable[[Sequence[Outgoing]], Awaitable[None]]
 IDLE_POLL_S = 0.5
+STOP_TIMEOUT_S = 3.0
 
 
 class FeedbackReader:
     def __init__(self, settings: Settings, kafka: KafkaConfig, metrics: Metrics, produce: Produce) -> None:
         self.settings, self.kafka, self.metrics, self.produce = settings, kafka, metrics, produce
-        self.join = JoinState(settings.join_max_ids, settings.join_ttl_seconds)
+        self.join = JoinState(
+            settings.join_max_ids, settings.join_ttl_seconds, settings.feedback_early_seconds
+        )
         self.window = LiveWindow(settings.performance_window_size)
         self.wanted: set[int] = set()  # request partitions assigned to this worker
         self.reading: set[int] = set()
         self._changed = asyncio.Event()
         self.counts = {"matched": 0, "unmatched": 0, "rejected": 0, "duplicate": 0, "windows": 0}
+        #: Evidently classification reports, one window at a time, in a child process of their own
+        #: (started at the first closed window); a window closing while one is written gets none
+        self._reports: ProcessPoolExecutor | None = None
+        self._report: Future[list[str]] | None = None
+        self._report_pid: Future[int] | None = None
 
     # ------------------------------------------------------------------ told by the worker
 
-    def scored(self, predictions: Sequence[dict[str, Any]], shadow: Sequence[dict[str, Any]] | None) -> None:
-        """Acknowledged predictions (and shadow comparisons) of one batch: join candidates now."""
-        if shadow:  # every id with both models' labels (a canary's answer is the challenger's)
-            self.join.add_shadow(shadow)
+    def scored(self, ids: Sequence[str | None], outcome: Outcome) -> None:
+        """One batch's acknowledged answers (and, in shadow, both models' labels): join candidates."""
+        if outcome.shadow is not None:  # every id with both labels (a canary's answer is the challenger's)
+            ours, theirs = outcome.shadow
+            self.join.add_scored(
+                ids,
+                [
+                    (("champion", ours.model.version), ours.labels.tolist()),
+                    (("challenger", theirs.model.version), theirs.labels.tolist()),
+                ],
+            )
         else:
-            self.join.add_predictions(predictions)
+            for answer in outcome.answers:
+                rows = ids if answer.rows is None else [ids[i] for i in answer.rows.tolist()]
+                key = (answer.scores.model.role, answer.scores.model.version)
+                self.join.add_scored(rows, [(key, answer.scores.labels.tolist())])
         self.metrics.join_size.set(len(self.join))
 
     async def assigned(self, partitions: Iterable[TopicPartition]) -> None:
@@ -114,14 +138,23 @@ class FeedbackReader:
                 if records:
                     await self.handle(records)
                     uncommitted = True
+                else:
+                    await self.settle()
                 if uncommitted and time.monotonic() - committed_at >= interval_s:  # Event Hubs: 4/s
                     await consumer.commit()
                     uncommitted, committed_at = False, time.monotonic()
-        finally:
+        finally:  # bounded: on a stop the broker may be going away too (the demo stops both at once)
             with contextlib.suppress(Exception):
                 if self.reading:
-                    await consumer.commit()
-            await consumer.stop()
+                    await asyncio.wait_for(consumer.commit(), STOP_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
+            if self._reports is not None:  # a report being written is given up: the window is on the topic
+                from consumers.drift_process import end_child
+
+                self._reports.shutdown(wait=False, cancel_futures=True)
+                end_child(self._report_pid, grace_s=0.5)
+                self._reports = None
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         wanted, topic = set(self.wanted), self.settings.feedback_topic
@@ -165,16 +198,18 @@ class FeedbackReader:
                 if first < ends[tp]:
                     reader.seek(tp, first)
                     todo[tp] = ends[tp]
+            reader.pause(*[tp for tp in wanted if tp not in todo])
             while todo:
-                batches = await reader.getmany(*todo, timeout_ms=1000, max_records=5000)
+                batches = await reader.getmany(timeout_ms=1000, max_records=5000)
                 for tp, records in batches.items():
-                    read += len(records)
-                    self._remember(tp.topic, records)
-                    if records and records[-1].offset + 1 >= todo[tp]:
-                        todo.pop(tp, None)
+                    end = ends[tp]
+                    kept = [r for r in records if r.offset < end]
+                    read += len(kept)
+                    self._remember(tp.topic, kept)
                 for tp in list(todo):
                     if await reader.position(tp) >= todo[tp]:
                         todo.pop(tp)
+                        reader.pause(tp)
         finally:
             await reader.stop()
         self.metrics.join_size.set(len(self.join))
@@ -212,13 +247,30 @@ class FeedbackReader:
                 counts["rejected"] += 1
                 limit = self.kafka.max_request_size
                 outgoing.append(dlq_record(self.settings.feedback_dlq_topic, record, item, limit))
-                self.metrics.dlq_messages.labels(reason=item.code).inc()
                 continue
             outcome, closed = self._join(item)
-            counts[outcome] += 1
+            if outcome != "waiting":
+                counts[outcome] += 1
             if closed is not None:
-                outgoing.append(Outgoing(self.settings.performance_topic, None, orjson.dumps(closed)))
-                self._publish_gauges(closed)
+                outgoing.append(self._closed(closed))
+        await self.settle(outgoing, counts)
+
+    async def settle(
+        self, outgoing: list[Outgoing] | None = None, counts: dict[str, int] | None = None
+    ) -> None:
+        """Join the labels that waited for their predictions, count the ones that waited too long,
+        produce dead letters and closed windows, then count (also called when no label arrived)."""
+        outgoing = [] if outgoing is None else outgoing
+        counts = (
+            dict.fromkeys(("matched", "unmatched", "rejected", "duplicate"), 0) if counts is None else counts
+        )
+        ready, self.join.ready = self.join.ready, []
+        for truth, labels in ready:
+            counts["matched"] += 1
+            closed = self.window.add(truth, labels)
+            if closed is not None:
+                outgoing.append(self._closed(closed))
+        counts["unmatched"] += self.join.expire_early()
         if outgoing:
             await self.produce(outgoing)
         for outcome, n in counts.items():
@@ -228,10 +280,15 @@ class FeedbackReader:
         if counts["unmatched"]:
             self.metrics.feedback_unmatched.inc(counts["unmatched"])
 
+    def _closed(self, window: dict[str, Any]) -> Outgoing:
+        self._publish_gauges(window)
+        return Outgoing(self.settings.performance_topic, None, orjson.dumps(window))
+
     def _join(self, feedback: Feedback) -> tuple[str, dict[str, Any] | None]:
         labels = self.join.take(feedback.id)
-        if labels is None:
-            return "unmatched", None
+        if labels is None:  # not scored yet, or long gone: it waits (IRIS_FEEDBACK_EARLY_SECONDS)
+            self.join.wait(feedback.id, feedback.label)
+            return "waiting", None
         if labels is False:
             return "duplicate", None
         assert isinstance(labels, dict)
@@ -245,3 +302,35 @@ class FeedbackReader:
             self.metrics.live_accuracy.labels(**labels).set(model["accuracy"])
             self.metrics.live_f1_macro.labels(**labels).set(model["f1_macro"])
         log_event(log, "performance_window", labelled=message["labelled"], models=message["models"])
+        self._write_report(message)
+
+    def _write_report(self, window: dict[str, Any]) -> None:
+        from ml.drift_job import lower_priority
+        from ml.performance_report import save_window_reports
+
+        if self._report is not None and not self._report.done():
+            log_event(log, "performance_report_skipped", reason="a report is still being written")
+            return
+        if self._reports is None:
+            spawn = multiprocessing.get_context("spawn")
+            self._reports = ProcessPoolExecutor(1, mp_context=spawn, initializer=lower_priority)
+            self._report_pid = self._reports.submit(os.getpid)  # to end it at once on a stop
+        reports = self.settings.reports_dir
+        self._report = self._reports.submit(
+            save_window_reports,
+            window,
+            reports / "performance",
+            self.settings.reports_keep,
+            reports / "workspace",
+        )
+        self._report.add_done_callback(_reported)
+
+
+def _reported(future: Future[list[str]]) -> None:
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        log_event(log, "performance_report_failed", logging.WARNING, error=repr(error))
+    else:
+        log_event(log, "performance_report", reports=future.result())

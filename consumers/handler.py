@@ -20,7 +20,7 @@ from ml.messages import Rejected, decode_batch, encode_predictions
 from ml.schema import Record, to_matrix
 
 if TYPE_CHECKING:  # ml.predict imports scikit-learn and MLflow: not at this module's import
-    from ml.experiment import Agreement, Experiment
+    from ml.experiment import Agreement, Experiment, Outcome
     from ml.predict import Scorer
 
 __all__ = [
@@ -171,7 +171,7 @@ class StreamHandler:
         experiment: Experiment | None = None,
         shadow_topic: str = "iris.shadow",
         agreement: Agreement | None = None,
-        on_scored: Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]] | None], None] | None = None,
+        on_scored: Callable[[Sequence[str | None], Outcome], None] | None = None,
     ) -> None:
         from ml.experiment import Experiment
         from ml.model import ModelHolder
@@ -220,7 +220,11 @@ class StreamHandler:
             started = time.perf_counter()
             outcome = score_batch(self.experiment, matrix, ids)  # once per model per batch
             predictions = outcome_records(ids, outcome, SOURCE)
-            compared = shadow_records(ids, outcome.shadow) if outcome.shadow is not None else None
+            compared = None
+            if outcome.shadow is not None:  # the champion answered every row: reuse its probabilities
+                answered = outcome.answers[0].rows is None
+                same = [p["probabilities"] for p in predictions] if answered else None
+                compared = shadow_records(ids, outcome.shadow, predictions[0]["scored_at"], same)
             scored = (matrix, outcome, time.perf_counter() - started, predictions, compared)
             values = encode_predictions(predictions)
             topic = self.predictions_topic
@@ -256,7 +260,7 @@ class StreamHandler:
             if self.observe is not None:
                 self.observe(matrix, outcome.champion)
             if self.on_scored is not None:
-                self.on_scored(predictions, compared)
+                self.on_scored(ids, outcome)
         self._count_rejected(bad)
         return len(good), len(bad)
 

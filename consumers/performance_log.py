@@ -18,8 +18,13 @@ TIMEOUT_S = 60.0
 
 async def _read(settings: Settings) -> list[dict[str, Any]]:
     kafka = build_kafka_config(settings)
+    # earliest: with the default "latest", the reset of a newly assigned partition can land after
+    # seek_to_beginning and leave the position at the end (seen on the embedded broker)
     consumer = AIOKafkaConsumer(
-        enable_auto_commit=False, isolation_level="read_committed", **kafka.client_options()
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        **kafka.client_options(),
     )
     await consumer.start()
     try:
@@ -37,10 +42,10 @@ async def _read(settings: Settings) -> list[dict[str, Any]]:
         todo = {tp: end for tp, end in ends.items() if end > 0}
         messages: list[dict[str, Any]] = []
         while todo:
-            batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=5000)
-            for records in batches.values():
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for tp, records in batches.items():
                 for record in records:
-                    if record.value:
+                    if record.value and record.offset < ends[tp]:
                         try:
                             messages.append(orjson.loads(record.value))
                         except orjson.JSONDecodeError:

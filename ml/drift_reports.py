@@ -109,9 +109,9 @@ def save_report(
     return html_path, json_path
 
 
-def prune_reports(directory: Path, keep: int) -> list[Path]:
+def prune_reports(directory: Path, keep: int, pattern: re.Pattern[str] = REPORT_NAME) -> list[Path]:
     """Keep the newest ``keep`` report pairs (by name, which sorts by time); return what was deleted."""
-    stems = sorted({m["stem"] for p in directory.iterdir() if (m := REPORT_NAME.match(p.name))})
+    stems = sorted({m["stem"] for p in directory.iterdir() if (m := pattern.match(p.name))})
     deleted: list[Path] = []
     for stem in stems[: max(0, len(stems) - keep)]:
         for ext in (".html", ".json"):
@@ -157,10 +157,18 @@ def drift_message(
 class DriftWorkspace:
     """Best-effort history in an Evidently workspace: failures are logged, never raised."""
 
-    def __init__(self, path: Path, project_name: str = WORKSPACE_PROJECT, *, keep: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        project_name: str = WORKSPACE_PROJECT,
+        *,
+        keep: int | None = None,
+        dashboard: Any = "drift",
+    ) -> None:
         self.path = path
         self.project_name = project_name
         self.keep = keep
+        self.dashboard = dashboard  # "drift": drift_dashboard(); None: Evidently's default view
         self._workspace: Any = None
         self._project_id: Any = None
 
@@ -169,6 +177,10 @@ class DriftWorkspace:
         return the new snapshot id (or None)."""
         if result.snapshot is None:
             return None
+        return self.add_snapshot(result.snapshot, name)
+
+    def add_snapshot(self, snapshot: Any, name: str) -> str | None:
+        """File one Evidently snapshot under the project (see :meth:`add`)."""
         try:
             if self._workspace is None:
                 import_evidently()
@@ -178,10 +190,10 @@ class DriftWorkspace:
                 workspace = Workspace(str(self.path))
                 found = workspace.search_project(self.project_name)
                 project = found[0] if found else workspace.create_project(self.project_name)
-                if not workspace.get_dashboard(project.id).panels:
+                if self.dashboard == "drift" and not workspace.get_dashboard(project.id).panels:
                     workspace.save_dashboard(project.id, drift_dashboard())
                 self._workspace, self._project_id = workspace, project.id
-            ref = self._workspace.add_run(self._project_id, result.snapshot, name=name)
+            ref = self._workspace.add_run(self._project_id, snapshot, name=name)
             if self.keep is not None:
                 # snapshot ids are UUIDv7: sorting them sorts by creation time
                 runs = sorted(self._workspace.list_runs(self._project_id), key=str)

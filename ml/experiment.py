@@ -145,13 +145,21 @@ def agreement(pair: tuple[Scores, Scores]) -> npt.NDArray[np.bool_]:
 
 
 def shadow_records(
-    ids: Sequence[str | None], pair: tuple[Scores, Scores], scored_at: str | None = None
+    ids: Sequence[str | None],
+    pair: tuple[Scores, Scores],
+    scored_at: str | None = None,
+    champion_probabilities: Sequence[dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``iris.shadow`` records: per request both versions, labels and probabilities, and ``agree``."""
+    """The ``iris.shadow`` records: per request both versions, labels and probabilities, and ``agree``.
+    ``champion_probabilities``: the champion's rounded probability dicts when the caller has them
+    already (its prediction records), so they are not computed twice."""
     ours, theirs = pair
     scored_at = scored_at or utc_now_iso()
     our_classes, their_classes = ours.model.class_names, theirs.model.class_names
-    our_p, their_p = np.round(ours.probabilities, 6).tolist(), np.round(theirs.probabilities, 6).tolist()
+    their_p = np.round(theirs.probabilities, 6).tolist()
+    if champion_probabilities is None:
+        rounded = np.round(ours.probabilities, 6).tolist()
+        champion_probabilities = [dict(zip(our_classes, p, strict=True)) for p in rounded]
     same = agreement(pair).tolist()
     ours_v, theirs_v = ours.model.version, theirs.model.version
     return [
@@ -161,13 +169,19 @@ def shadow_records(
             "challenger_version": theirs_v,
             "champion_label": a,
             "challenger_label": b,
-            "champion_probabilities": dict(zip(our_classes, p, strict=True)),
+            "champion_probabilities": p,
             "challenger_probabilities": dict(zip(their_classes, q, strict=True)),
             "agree": agree,
             "scored_at": scored_at,
         }
         for record_id, a, b, p, q, agree in zip(
-            ids, ours.labels.tolist(), theirs.labels.tolist(), our_p, their_p, same, strict=True
+            ids,
+            ours.labels.tolist(),
+            theirs.labels.tolist(),
+            champion_probabilities,
+            their_p,
+            same,
+            strict=True,
         )
     ]
 

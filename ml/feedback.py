@@ -74,15 +74,26 @@ def _problem(obj: Any) -> str | None:
 @dataclass(slots=True)
 class _Entry:
     at: float  # wall-clock seconds the prediction was made
-    labels: dict[ModelKey, str]
+    labels: tuple[tuple[ModelKey, str], ...]  # a dict only when asked (take): cheaper to keep
     labelled: bool = False
 
 
 class JoinState:
-    """Recent predictions by id, bounded by ``max_ids`` and ``ttl_s`` (wall-clock seconds)."""
+    """Recent predictions by id, bounded by ``max_ids`` and ``ttl_s`` (wall-clock seconds).
 
-    def __init__(self, max_ids: int, ttl_s: float) -> None:
-        self.max_ids, self.ttl_s = max_ids, ttl_s
+    A label can overtake its prediction (two topics, no order between them: a label published right
+    after its request is often read before the request is scored). Such a label waits up to
+    ``early_s`` (bounded by ``max_ids`` too) and joins when the prediction is added; only a label
+    still waiting then is unmatched (:meth:`expire_early`).
+    """
+
+    def __init__(self, max_ids: int, ttl_s: float, early_s: float = 60.0) -> None:
+        self.max_ids, self.ttl_s, self.early_s = max_ids, ttl_s, early_s
+        self._early: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        #: labels that met their prediction after waiting: (true label, predicted labels), to drain
+        self.ready: list[tuple[str, dict[ModelKey, str]]] = []
+        # oldest first; an OrderedDict pops its first item in O(1) (a dict's first key, after many
+        # deletions at the front, is found by skipping their slots)
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self.evicted = 0
 
@@ -92,19 +103,13 @@ class JoinState:
     def add(self, record_id: str, labels: Mapping[ModelKey, str], at: float | None = None) -> None:
         """Remember which model gave which label for ``record_id`` (merged with what is known)."""
         at = time.time() if at is None else at
-        entry = self._entries.get(record_id)
-        if entry is None:
-            self._entries[record_id] = _Entry(at, dict(labels))
-        else:
-            entry.labels.update(labels)
-            entry.at = max(entry.at, at)
-        self._trim(time.time())
+        self._add_many([(record_id, tuple(labels.items()))], at)
 
     def add_predictions(self, predictions: Iterable[Mapping[str, Any]], at: float | None = None) -> None:
         """A batch of ``iris.predictions`` records (one pass, one trim: this runs per scored batch)."""
         self._add_many(
             (
-                (p["id"], {(p.get("model_alias") or "champion", str(p["model_version"])): p["label"]})
+                (p["id"], (((p.get("model_alias") or "champion", str(p["model_version"])), p["label"]),))
                 for p in predictions
                 if p.get("id")
             ),
@@ -117,28 +122,74 @@ class JoinState:
             (
                 (
                     r["id"],
-                    {
-                        ("champion", str(r["champion_version"])): r["champion_label"],
-                        ("challenger", str(r["challenger_version"])): r["challenger_label"],
-                    },
+                    (
+                        (("champion", str(r["champion_version"])), r["champion_label"]),
+                        (("challenger", str(r["challenger_version"])), r["challenger_label"]),
+                    ),
                 )
                 for r in records
             ),
             at,
         )
 
-    def _add_many(self, items: Iterable[tuple[str, dict[ModelKey, str]]], at: float | None = None) -> None:
+    def add_scored(
+        self,
+        ids: Sequence[str | None],
+        columns: Sequence[tuple[ModelKey, Sequence[str]]],
+        at: float | None = None,
+    ) -> None:
+        """One scored batch as the handler has it: ``ids[i]`` was given ``labels[i]`` by each
+        ``(model, labels)`` of ``columns`` (row-aligned lists; no per-row dicts on the hot path)."""
+        if len(columns) == 1:
+            ((key, labels),) = columns
+            self._add_many((((i, ((key, label),)) for i, label in zip(ids, labels, strict=True) if i)), at)
+            return
+        (k1, l1), (k2, l2) = columns[0], columns[1]
+        self._add_many(((i, ((k1, a), (k2, b))) for i, a, b in zip(ids, l1, l2, strict=True) if i), at)
+
+    def _add_many(
+        self, items: Iterable[tuple[str, tuple[tuple[ModelKey, str], ...]]], at: float | None = None
+    ) -> None:
         now = time.time()
         at = now if at is None else at
         entries = self._entries
+        early = self._early
         for record_id, labels in items:
             entry = entries.get(record_id)
             if entry is None:
-                entries[record_id] = _Entry(at, labels)
+                entry = entries[record_id] = _Entry(at, labels)
             else:
-                entry.labels.update(labels)
+                entry.labels = tuple({**dict(entry.labels), **dict(labels)}.items())
                 entry.at = max(entry.at, at)
+            if early and record_id in early:  # a label that arrived first
+                _, truth = early.pop(record_id)
+                entry.labelled = True
+                self.ready.append((truth, dict(entry.labels)))
         self._trim(now)
+
+    def wait(self, record_id: str, truth: str, now: float | None = None) -> None:
+        """Keep a label whose prediction is not here (yet)."""
+        now = time.time() if now is None else now
+        self._early.pop(record_id, None)
+        self._early[record_id] = (now, truth)
+        while len(self._early) > self.max_ids:
+            self._early.popitem(last=False)
+
+    def expire_early(self, now: float | None = None) -> int:
+        """Drop the labels that waited longer than ``early_s``; how many (they are unmatched)."""
+        now = time.time() if now is None else now
+        gone = 0
+        while self._early:
+            at, _ = next(iter(self._early.values()))
+            if at >= now - self.early_s:
+                break
+            self._early.popitem(last=False)
+            gone += 1
+        return gone
+
+    @property
+    def waiting(self) -> int:
+        return len(self._early)
 
     def take(self, record_id: str, now: float | None = None) -> dict[ModelKey, str] | bool | None:
         """The labels predicted for ``record_id``; None if unknown or expired; False if it was
@@ -150,7 +201,7 @@ class JoinState:
         if entry.labelled:
             return False
         entry.labelled = True
-        return entry.labels
+        return dict(entry.labels)
 
     def _trim(self, now: float) -> None:
         entries, horizon = self._entries, now - self.ttl_s

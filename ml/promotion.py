@@ -92,4 +92,4 @@ def decide(evidence: LiveEvidence, min_labelled: int, margin: float) -> LiveDeci
     if e.challenger_f1 < e.champion_f1 - margin:
         return LiveDecision(False, f"the challenger is worse: {comparison}; the aliases stay.", e)
     verdict = "ties" if abs(e.challenger_f1 - e.champion_f1) < 1e-12 else "is not worse"
-    return LiveDecision(True, f"the challenger {verdict}: {comparison}; promoting it to champion.", e)
+    return LiveDecision(True, f"the challenger {verdict}: {comparison}; it wins.", e)

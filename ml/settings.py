@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     feedback_enabled: bool = True  # IRIS_FEEDBACK_ENABLED=false: the worker reads no labels
     join_max_ids: int = Field(default=200_000, ge=1)
     join_ttl_seconds: float = Field(default=86_400.0, gt=0)
+    # a label read before its prediction waits this long for it before it counts as unmatched
+    feedback_early_seconds: float = Field(default=60.0, ge=0)
     performance_window_size: int = Field(default=200, ge=1)
     # promote --from-live: the challenger may be this much worse in macro F1 and still win
     promote_f1_margin: float = Field(default=0.0, ge=0, le=1)

@@ -56,7 +56,8 @@ def test_demo_runs_the_whole_flow_and_stops_everything(fresh_registry, tmp_path:
     assert "on 1500 labelled ids in 6 windows" in decision, decision
     champion_now = registry.client.get_model_version_by_alias("iris-classifier", "champion").version
     challenger = registry.client.get_model_version_by_alias("iris-classifier", "challenger").version
-    if "promoting it to champion" in decision:
+    if "it wins" in decision:
+        assert f"iris-classifier@champion: v{registry.champion_version} → v{challenger}" in decision
         assert str(champion_now) == str(challenger)
     else:
         assert "the aliases stay" in decision and str(champion_now) == registry.champion_version

@@ -69,10 +69,26 @@ def _windows(workspace_dir: Path, reports_dir: Path) -> list[Path]:
     return pages
 
 
+def _performance_window(workspace_dir: Path, reports_dir: Path) -> None:
+    """One live performance window (champion and challenger on the same labelled ids)."""
+    from ml.feedback import LiveWindow
+    from ml.performance_report import save_window_reports
+
+    rng = np.random.default_rng(2)
+    window, message = LiveWindow(200), None
+    for _ in range(200):
+        truth = str(rng.choice(["setosa", "versicolor", "virginica"]))
+        guess = truth if rng.random() < 0.9 else "versicolor"
+        message = window.add(truth, {("champion", "3"): guess, ("challenger", "4"): truth})
+    assert message is not None
+    assert len(save_window_reports(message, reports_dir, 50, workspace_dir)) == 2
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("evidently")
     pages = _windows(root / "workspace", root / "reports")
+    _performance_window(root / "workspace", root / "reports" / "performance")
     port = free_port()
     log = (root / "ui.log").open("w")
     evidently = str(Path(sys.executable).parent / "evidently")
@@ -154,3 +170,14 @@ def test_each_html_report_names_its_window_range_and_model_version(ui: dict[str,
         assert f"Drift of window {page.stem}" in text
         assert "model version 3" in text and "2026-12-01T10:0" in text
         assert text.index('id="iris-window"') < text.index("</body>")
+
+
+def test_live_performance_reports_are_a_project_of_their_own(ui: dict[str, Any]) -> None:
+    (project,) = [
+        p
+        for p in httpx.get(f"{ui['base']}/api/projects", timeout=10).json()
+        if p["name"] == "iris-scorer live performance"
+    ]
+    snapshots = httpx.get(f"{ui['base']}/api/projects/{project['id']}/snapshots", timeout=10).json()
+    assert len(snapshots) == 2
+    assert {s["metadata"]["alias"] for s in snapshots} == {"champion", "challenger"}

@@ -4,6 +4,7 @@ numbers against scikit-learn's, and the promotion gate (passes, fails, ties, too
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,50 @@ def test_published_labels_are_the_species_each_sample_row_was_drawn_from() -> No
         fit = [-(((row - m) / s) ** 2).sum() for m, s in zip(means, stds, strict=True)]
         likeliest += names[int(np.argmax(fit))] == body["label"]
     assert likeliest >= 90  # the row is (almost always) likeliest under the species it was drawn from
+
+
+def test_the_evidently_classification_report_of_a_window(tmp_path) -> None:
+    import json
+    import warnings
+
+    from ml.performance_report import PROJECT, save_window_reports
+
+    with warnings.catch_warnings():  # litestar's deprecation noise at import (evidently.ui)
+        warnings.simplefilter("ignore")
+        from evidently.ui.workspace import Workspace
+
+    rng = np.random.default_rng(6)
+    truth = rng.choice(LABELS, 240).tolist()
+    ours = [t if rng.random() < 0.85 else str(rng.choice(LABELS)) for t in truth]
+    window = LiveWindow(240)
+    message = None
+    for t, o in zip(truth, ours, strict=True):
+        message = window.add(t, {("champion", "3"): o, ("challenger", "4"): t})
+    assert message is not None
+    written = save_window_reports(message, tmp_path / "performance", 10, tmp_path / "workspace")
+    assert len(written) == 2 and all(Path(p).is_file() and Path(p).stat().st_size > 10_000 for p in written)
+    documents = [json.loads(Path(p).with_suffix(".json").read_text()) for p in written]
+    by_alias = {d["alias"]: d for d in documents}
+    for d in documents:
+        metrics = {m["metric_name"].split("(")[0]: m["value"] for m in d["evidently"]["metrics"]}
+        assert metrics["Accuracy"] == pytest.approx(d["accuracy"], abs=1e-6)
+        assert metrics["F1Score"] == pytest.approx(d["f1_macro"], abs=1e-6)  # Evidently's macro F1 is ours
+    assert by_alias["champion"]["f1_macro"] == pytest.approx(f1_score(truth, ours, average="macro"), abs=1e-6)
+    workspace = Workspace(str(tmp_path / "workspace"))
+    (project,) = workspace.search_project(PROJECT)
+    assert len(workspace.list_runs(project.id)) == 2
+
+
+def test_a_label_that_overtakes_its_prediction_waits_for_it() -> None:
+    now = time.time()
+    state = JoinState(max_ids=10, ttl_s=60, early_s=5)
+    assert state.take("early") is None
+    state.wait("early", "virginica", now=now)
+    state.wait("never", "setosa", now=now)
+    assert state.waiting == 2
+    state.add_scored(["early", "other"], [(("champion", "1"), ["versicolor", "setosa"])])
+    assert state.ready == [("virginica", {("champion", "1"): "versicolor"})]
+    assert state.take("early") is False  # joined once, a second label is a duplicate
+    assert state.expire_early(now=now + 1) == 0
+    assert state.expire_early(now=now + 6) == 1  # "never" waited too long: unmatched
+    assert state.waiting == 0

@@ -184,6 +184,10 @@ def test_shadow_and_labels_through_a_restart(
     assert (
         0.5 < metric(again, "iris_live_accuracy", alias="challenger", model_version=challenger.version) <= 1
     )
+    # each closed window's Evidently classification report, beside the drift reports
+    reports = tmp_path / "reports" / "performance"
+    collector.wait_for(lambda: len(list(reports.glob("*.html"))) >= 2, "performance reports (HTML)")
+    assert {p.stem.rsplit("-", 2)[1] for p in reports.glob("*.json")} >= {"champion", "challenger"}
     committed, ends = offsets(own_broker, f"{SETTINGS.consumer_group}.feedback", SETTINGS.feedback_topic)
     assert committed == ends, "the feedback offsets moved on"
     assert again.terminate() == 0

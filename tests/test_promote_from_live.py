@@ -68,7 +68,11 @@ def test_a_challenger_not_worse_on_the_same_ids_is_promoted_and_rollback_undoes_
     )
     result = _run("--min-labelled", "270")
     assert result.exit_code == 0, result.output
-    assert "on 270 labelled ids in 3 windows" in result.output and "promoting" in result.output
+    assert (
+        "on 270 labelled ids in 3 windows" in result.output
+        and "it wins" in result.output
+        and "iris-classifier@champion: v" in result.output
+    )
     client = live["registry"].client
     assert current_alias_version(client, "iris-classifier", "champion") == live["challenger"]
     back = CliRunner().invoke(app, ["rollback"])
@@ -115,3 +119,27 @@ def test_without_a_challenger_it_says_how_to_set_one(fresh_registry, embedded_br
     assert result.exit_code == 2
     assert "has no @challenger" in result.output and "promote --alias challenger --version N" in result.output
     assert CliRunner().invoke(app, ["promote", "--from-live", "--version", "1"]).exit_code == 2
+
+
+def test_windows_produced_as_the_worker_produces_them_are_all_read(live) -> None:
+    """Keyless records in bulk (consumers.produce.produce_all): a reader whose partitions reset to
+    "latest" after its seek to the beginning read none of these (found by the demo)."""
+    from aiokafka import AIOKafkaProducer
+
+    from consumers.produce import Outgoing, produce_all
+
+    champion = live["registry"].champion_version
+    window = _window(champion, live["challenger"], WORSE, GOOD)
+
+    async def bulk() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=live["bootstrap"], linger_ms=0)
+        await producer.start()
+        try:
+            await produce_all(producer, [Outgoing(live["topic"], None, window)] * 5, max_request_size=1 << 20)
+        finally:
+            await producer.stop()
+
+    asyncio.run(bulk())
+    result = _run("--min-labelled", "450")
+    assert result.exit_code == 0, result.output
+    assert "on 450 labelled ids in 5 windows" in result.output
