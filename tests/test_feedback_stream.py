@@ -89,6 +89,8 @@ def test_shadow_and_labels_through_a_restart(
         IRIS_SHADOW="true",
         IRIS_PERFORMANCE_WINDOW_SIZE="100",
         IRIS_DRIFT_ENABLED="false",
+        IRIS_FEEDBACK_EARLY_SECONDS="2",  # the label for an id never scored is unmatched after 2 s
+        IRIS_CANARY_PERCENT="30",  # and a canary: 30 % of the answers are the challenger's
     )
     messages, truth = iris_requests("f", 4, seed=21)
     produce_raw(own_broker, SETTINGS.requests_topic, messages)
@@ -119,7 +121,15 @@ def test_shadow_and_labels_through_a_restart(
         (champion.version, challenger.version)
     }
     answers = {r.key.decode(): orjson.loads(r.value) for r in collector.records[SETTINGS.predictions_topic]}
-    assert {a["model_alias"] for a in answers.values()} == {"champion"}
+    from ml.experiment import Experiment
+    from ml.model import ModelHolder
+
+    sticky = Experiment(ModelHolder(), ModelHolder(), canary_percent=30)
+    for i in ids:  # each answer from the model the id's bucket names, with that model's label
+        alias = "challenger" if sticky.canary(i) else "champion"
+        assert answers[i]["model_alias"] == alias
+        assert answers[i]["label"] == shadow[i][f"{alias}_label"]
+    assert 0.2 < sum(a["model_alias"] == "challenger" for a in answers.values()) / len(ids) < 0.4
     wait_metric(worker, "iris_shadow_comparisons_total", len(messages))
 
     # labels for the first half, a bad one of each kind and one for an unknown id, before the restart
