@@ -72,5 +72,19 @@ ENV HEALTHCHECK_PORT=5000 \
 ENTRYPOINT ["mlflow"]
 CMD ["server"]
 
+# ---------------------------------------------------------------- Spark backfill
+# `docker build --target spark -t iris-scorer-spark .`: the runtime plus a Java 17 runtime and
+# PySpark (the lock's pins), for `backfill --engine spark` and deploy/k8s/jobs/spark. The default
+# image does not carry them (about 450 MB more; deploy/docker/dev-only-packages.txt drops them).
+FROM runtime AS spark
+USER 0:0
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless=17.* \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir pyspark==4.0.1 py4j==0.10.9.9
+USER 10001:10001
+ENTRYPOINT ["iris-scorer"]
+CMD ["backfill", "--help"]
+
 # ---------------------------------------------------------------- default target: the scorer
 FROM runtime AS iris-scorer

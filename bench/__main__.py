@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="5 repeats, large sizes")
     parser.add_argument(
         "--only",
-        default="rest,stream,shadow,stream_real,backfill,startup",
-        help="comma-separated: rest,stream,drift,shadow,stream_real,backfill,startup (stream_real: on a local Apache Kafka)",
+        default="rest,stream,shadow,stream_real,backfill,spark,startup",
+        help="comma-separated: rest,stream,drift,shadow,stream_real,backfill,spark,startup (stream_real: on a local Apache Kafka)",
     )
     args = parser.parse_args(argv)
     mode = scenarios.FULL if args.full else scenarios.QUICK
@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         if "backfill" in only:
             print("scenario backfill", flush=True)
             report["scenarios"].append(scenarios.backfill(mode, registry).to_json())
+        if "spark" in only:
+            print("scenario spark (backfill --engine spark, local[2])", flush=True)
+            from bench.spark import spark_scenario
+
+            report["scenarios"].append(spark_scenario(mode, registry).to_json())
         if "startup" in only:
             print("scenario startup (hyperfine)", flush=True)
             from bench.startup import startup

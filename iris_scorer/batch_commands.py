@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +12,7 @@ import typer
 
 from iris_scorer import process
 from iris_scorer.settings_env import settings_from_env
+from ml.errors import BadInputError
 
 
 def backfill(
@@ -71,6 +74,15 @@ def backfill(
             help="Kafka bootstrap address(es) for --from-topic/--to-topic (default: IRIS_KAFKA_BOOTSTRAP_SERVERS).",
         ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this process) or spark (PySpark, iris-scorer[spark]).")
+    ] = "local",
+    master: Annotated[
+        str | None,
+        typer.Option(
+            "--master", help="--engine spark: local[N], spark://host:7077, k8s://… (default: local[*])."
+        ),
+    ] = None,
 ) -> None:
     """Rescore historical files or a topic range."""
     from consumers.backfill.options import BackfillOptions, parse_shard, parse_time
@@ -94,9 +106,23 @@ def backfill(
         progress=progress,
         drop_extra_columns=drop_extra_columns,
     )
-    summary = run_backfill(
-        settings_from_env(bootstrap_servers=bootstrap_servers), options, on_ready=process.resume_gc
-    )
+    if engine not in ("local", "spark"):
+        raise BadInputError(f"--engine {engine!r}: use local or spark.")
+    if engine == "spark":
+        try:
+            from consumers.backfill.spark_engine import run_spark
+        except ImportError:
+            raise BadInputError("--engine spark needs PySpark: pip install 'iris-scorer[spark]'.") from None
+        # the entry point's process setting: Spark's Python workers run this environment's Python
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        summary = run_spark(settings_from_env(), options, master)
+    else:
+        if master is not None:
+            raise BadInputError("--master is an option of --engine spark.")
+        summary = run_backfill(
+            settings_from_env(bootstrap_servers=bootstrap_servers), options, on_ready=process.resume_gc
+        )
     typer.echo(summary.describe())
 
 

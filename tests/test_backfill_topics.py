@@ -185,8 +185,10 @@ def test_to_topic_publishes_predictions_in_the_stream_shape(
             "probabilities",
             "model_name",
             "model_version",
+            "model_alias",
             "source",
             "scored_at",
         }
+        assert message["model_alias"] == "champion"
         assert abs(sum(message["probabilities"].values()) - 1) < 1e-5
     assert {orjson.loads(v)["id"] for _, v in published} == INSIDE

@@ -32,7 +32,7 @@ K8S = DEPLOY / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 TOOLS = ROOT / ".venv-tools" / "bin"
-KUSTOMIZATIONS = ["base", "overlays/local", "overlays/aks", "jobs/backfill", "jobs/train"]
+KUSTOMIZATIONS = ["base", "overlays/local", "overlays/aks", "jobs/backfill", "jobs/train", "jobs/spark"]
 OVERLAYS = ["overlays/local", "overlays/aks"]
 PARTITIONS = 4
 SETTINGS_VARS = {env_name(name) for name in Settings.model_fields}
@@ -816,3 +816,28 @@ def test_workers_are_static_members_named_after_their_pod(kustomization: str) ->
 def test_the_compose_worker_is_a_static_member_too() -> None:
     worker = iris_services()["worker"]
     assert worker["environment"]["IRIS_KAFKA_GROUP_INSTANCE_ID"]
+
+
+def test_the_spark_application_runs_a_real_spark_backfill() -> None:
+    app = named(render("jobs/spark"), "SparkApplication", "iris-backfill-spark")
+    spec = app["spec"]
+    assert spec["mainApplicationFile"].endswith("/iris_scorer/spark_submit.py")
+    assert (ROOT / "iris_scorer" / "spark_submit.py").is_file()
+    args = spec["arguments"]
+    assert option_value(args, "--engine") == "spark" and (option_value(args, "--output") or "").endswith(
+        ".parquet"
+    )
+    assert_real_invocation(args, "jobs/spark")
+    import pyspark
+
+    assert spec["sparkVersion"] == pyspark.__version__  # the image's PySpark is the lock's
+
+
+def test_the_spark_image_installs_the_locks_pyspark() -> None:
+    stage = dockerfile().split("AS spark", 1)[1]
+    lock = dict(
+        line.split("==", 1) for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line
+    )
+    for name in ("pyspark", "py4j"):
+        assert f"{name}=={lock[name]}" in stage, f"the spark image's {name} is not the lock's {lock[name]}"
+    assert "openjdk-17-jre" in stage

@@ -13,6 +13,7 @@ report every rule healthy.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,8 @@ from test_worker_integration import (
     workers,  # noqa: F401 - fixture
 )
 
-from consumers.publish import sample_messages
+from consumers.publish import sample_labels, sample_messages, send_messages
+from ml.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -101,10 +103,12 @@ def _wait(condition: Any, what: str, deadline_s: float = 90) -> None:
 
 @pytest.fixture
 def live(
-    registry: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
+    duel: Any, own_broker: str, tmp_path: Path, workers: list[Worker], collectors: list[Collector]
 ) -> Iterator[dict[str, str]]:
     """A REST service with good and bad requests behind it, and a worker that has scored,
-    dead-lettered and closed drift windows (one evaluated, one too small)."""
+    dead-lettered and closed drift windows (one evaluated, one too small), shadow-scored with a
+    challenger and joined labels into a live performance window."""
+    registry = duel
     env = worker_env(
         registry,
         own_broker,
@@ -114,6 +118,8 @@ def live(
         # every closed window evaluated: windows of one burst close together, and the CPU budget
         # (tests/test_drift.py) would skip the second; here the dashboards need both
         IRIS_DRIFT_CPU_SHARE="1",
+        IRIS_SHADOW="true",
+        IRIS_PERFORMANCE_WINDOW_SIZE="100",
     )
     worker = Worker(env)
     workers.append(worker)
@@ -131,11 +137,18 @@ def live(
             assert httpx.post(f"{base}/predict", json=GOOD, timeout=5).status_code == 200
         assert httpx.post(f"{base}/predict", json={**GOOD, "petal_width": -1}, timeout=5).status_code == 422
         worker.wait_ready()
-        collector = Collector(own_broker, (SETTINGS.predictions_topic, SETTINGS.drift_topic))
+        collector = Collector(
+            own_broker, (SETTINGS.predictions_topic, SETTINGS.drift_topic, SETTINGS.performance_topic)
+        )
         collectors.append(collector)
         publish(own_broker, sample_messages(600, bad=10, seed=5))  # two full windows, 10 to the DLQ
         publish(own_broker, sample_messages(10, seed=6))  # a window of 10: closed by time, too few rows
         _wait(lambda: collector.count(SETTINGS.drift_topic) >= 2, "two drift windows evaluated")
+        labels = sample_labels(600, seed=5, share=0.5)  # the true species of half the requests
+        asyncio.run(
+            send_messages(Settings(kafka_bootstrap_servers=own_broker), labels, topic=SETTINGS.feedback_topic)
+        )
+        _wait(lambda: collector.count(SETTINGS.performance_topic) >= 1, "a live performance window")
         yield {"iris-rest": f"127.0.0.1:{rest_port}", "iris-worker": f"127.0.0.1:{worker.port}"}
     finally:
         rest.terminate()
