@@ -32,6 +32,10 @@ def spark_scenario(mode: Mode, registry: BenchRegistry) -> ScenarioResult:
         params={"rows": rows, "repeats": mode.repeats},
     )
     result.columns = ["wall_s", "rows_per_s", "cpu_s", "peak_rss_mb"]
+    result.notes.append(
+        "cpu_s and peak_rss_mb of the Spark runs are the Python driver's only: the JVM that "
+        "spark-submit starts, and the Python workers it starts, are not children GNU time waits for."
+    )
     if importlib.util.find_spec("pyspark") is None:
         for name in ("local", "spark", "spark_tiny"):
             result.skip(name, "PySpark is not installed (pip install 'iris-scorer[spark]')")
