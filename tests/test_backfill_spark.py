@@ -169,3 +169,40 @@ def test_bad_input_is_one_sentence_and_exit_2(
     assert done.returncode == 2, done.stdout + done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
+
+
+def test_the_challenger_columns_are_the_local_engines(duel, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    rows = np.clip(np.array([6.1, 2.9, 4.7, 1.5]) + rng.normal(0, 0.6, (3000, 4)), 0.1, None).round(2)
+    frame = pd.DataFrame(rows, columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
+    frame.insert(0, "id", [f"c-{i}" for i in range(len(frame))])
+    src = tmp_path / "c.csv"
+    frame.to_csv(src, index=False)
+    local, spark = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    assert backfill(duel, "--challenger", "--input", str(src), "--output", str(local)).returncode == 0
+    done = backfill(
+        duel,
+        "--engine",
+        "spark",
+        "--master",
+        "local[2]",
+        "--challenger",
+        "--input",
+        str(src),
+        "--output",
+        str(spark),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = pd.read_parquet(local).sort_values("id").reset_index(drop=True)
+    theirs = pd.read_parquet(spark).sort_values("id").reset_index(drop=True)
+    compare = [c for c in ours.columns if c.startswith("compare_")]
+    assert compare == [
+        "compare_label",
+        "compare_prob_setosa",
+        "compare_prob_versicolor",
+        "compare_prob_virginica",
+    ]
+    assert (theirs["compare_label"] == ours["compare_label"]).all()
+    assert (ours["compare_label"] != ours["label"]).any()  # the challenger is another model
+    for column in compare[1:]:
+        np.testing.assert_allclose(theirs[column].to_numpy(), ours[column].to_numpy(), rtol=0, atol=1e-12)
