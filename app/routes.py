@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.metadata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from ml.metrics import Metrics
 from ml.model import ModelHolder
 from ml.predict import Scorer, Scores, prediction_records, score
 from ml.reload import ModelWatcher
-from ml.schema import Record, one_row, to_matrix
+from ml.schema import one_row, to_matrix
 from ml.settings import Settings
 
 SOURCE = "rest"
@@ -137,9 +137,6 @@ class Api:
             return await handler(request)
 
         return guarded
-
-    async def _score(self, records: Sequence[Record]) -> Scores:
-        return await self._score_matrix(to_matrix(records))
 
     def _submit(self, matrix: Any, key: str | bytes | None = None) -> Awaitable[Scores]:
         """The batcher's future for ``matrix``, awaited by the handler itself: one coroutine frame
