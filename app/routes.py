@@ -19,12 +19,12 @@ from app.errors import ShuttingDown, UnsupportedMediaType
 from app.inputs import csv_records, many_records, mlflow_records, one_record, parquet_records
 from app.oip import HEADER_LENGTH, check_served, infer_response, model_metadata, parse_infer
 from ml.errors import BadInputError, FeedbackUnavailable, Unauthorized, ValidationFailed
-from ml.experiment import Agreement, Experiment
+from ml.experiment import Agreement, Experiment, shadow_pair
 from ml.feedback import check_feedback
 from ml.messages import INVALID_JSON, TOO_LARGE, Rejected
 from ml.metrics import Metrics
 from ml.model import ModelHolder
-from ml.predict import Scorer, Scores, prediction_records, score
+from ml.predict import Scorer, Scores, prediction_records
 from ml.reload import ModelWatcher
 from ml.schema import one_row, to_matrix
 from ml.settings import Settings
@@ -79,18 +79,15 @@ class AppState:
         scorer = Scorer(holder, metrics)
         rival_scorer = Scorer(experiment.challenger, metrics)
 
-        def score_rest(matrix: Any) -> Scores:
-            scores = scorer.score(matrix, SOURCE)
-            rival = experiment.challenger.model if settings.shadow else None
-            if rival is not None:  # shadow: the same batch, one more call; recorded as metrics only
-                agreement.record((scores, score(rival, matrix)))
-            return scores
+        def answered(serving: Scorer) -> Any:
+            def score_rest(matrix: Any) -> Scores:
+                scores = serving.score(matrix, SOURCE)
+                pair = shadow_pair(experiment, scores, matrix)  # shadow: recorded as metrics only
+                if pair is not None:
+                    agreement.record(pair)
+                return scores
 
-        def score_canary(matrix: Any) -> Scores:
-            scores = rival_scorer.score(matrix, SOURCE)
-            if settings.shadow:
-                agreement.record((score(holder.current, matrix), scores))
-            return scores
+            return score_rest
 
         def batcher(fn: Any, serving: ModelHolder) -> MicroBatcher:
             def cheap(rows: int) -> bool:
@@ -110,9 +107,9 @@ class AppState:
             holder,
             metrics,
             scorer,
-            batcher(score_rest, holder),
+            batcher(answered(scorer), holder),
             experiment,
-            batcher(score_canary, experiment.challenger),
+            batcher(answered(rival_scorer), experiment.challenger),
             api_key=key,
         )
 

@@ -119,6 +119,20 @@ def score_batch(
     return Outcome(answers, champion)
 
 
+def shadow_pair(
+    experiment: Experiment, answered: Scores, features: npt.NDArray[np.float64]
+) -> tuple[Scores, Scores] | None:
+    """Shadow for a batch one model already answered (REST's micro-batches): the other model's
+    scores of the same rows, in one call, as (champion, challenger); None when shadow is off or
+    there is no challenger."""
+    if not experiment.shadow:
+        return None
+    if answered.model.role == "challenger":  # a canary batch: the champion is the other model
+        return score(experiment.champion.current, features), answered
+    rival = experiment.challenger.model
+    return None if rival is None else (answered, score(rival, features))
+
+
 def outcome_records(
     ids: Sequence[str | None], outcome: Outcome, source: str, scored_at: str | None = None
 ) -> list[dict[str, Any]]:
